@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.exports import rotation_to_quaternion
+
 CV_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 CAMERA_CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0])
 SENSOR_WIDTH_MM = 36.0
@@ -67,30 +69,11 @@ def blender_intrinsics(fx: float, fy: float, cx: float, cy: float, width: int, h
 
 def quaternions_continuous(rotations: np.ndarray) -> np.ndarray:
     """(N, 4) w-x-y-z unit quaternions for (N, 3, 3) rotations, signs flipped for continuity."""
-    q = np.array([_quat_from_matrix(R) for R in rotations])
+    q = np.array([rotation_to_quaternion(R) for R in rotations])
     for i in range(1, len(q)):
         if np.dot(q[i], q[i - 1]) < 0:
             q[i] = -q[i]
     return q
-
-
-def _quat_from_matrix(R: np.ndarray) -> np.ndarray:
-    # Shepperd's method: pick the largest diagonal term for numerical stability.
-    t = np.trace(R)
-    if t > 0:
-        s = 2.0 * np.sqrt(t + 1.0)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (R[k, j] - R[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (R[j, i] + R[i, j]) / s
-        q[1 + k] = (R[k, i] + R[i, k]) / s
-    q = np.asarray(q)
-    return q / np.linalg.norm(q)
 
 
 def floor_alignment(points: np.ndarray, iterations: int = 200, seed: int = 0) -> np.ndarray | None:

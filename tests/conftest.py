@@ -1,0 +1,7 @@
+import sys
+from pathlib import Path
+
+# `backend` is imported as a top-level package, as `python -m backend` does from the root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
