@@ -33,6 +33,8 @@ class ImportOptions:
     point_size: float = 0.0  # 0: from the scene's extent
     conf_threshold: float = 0.0
     show_all_frames: bool = False
+    point_color: str = "IMAGE"  # IMAGE, CONFIDENCE or MARKER
+    max_points_per_frame: int = 0  # 0: all; else an even subsample of each frame
     import_plate: bool = True
     camera_background: bool = True
     import_points: bool = True
@@ -55,7 +57,9 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     coll["parallax_bundle"] = str(bundle.path)
     scene.collection.children.link(coll)
 
-    xyz, rgb, conf, frame = _gather_points(bundle) if (options.import_points and bundle.points) else (None,) * 4
+    xyz = rgb = conf = frame = None
+    if options.import_points and bundle.points:
+        xyz, rgb, conf, frame = _gather_points(bundle, options.max_points_per_frame)
     T = world_transform(options.scale)
     if options.align_to_floor and xyz is not None:
         floor = floor_alignment(transform_points(T, xyz))
@@ -87,7 +91,7 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     if xyz is not None and len(xyz):
         size = options.point_size or _auto_point_size(xyz, cam_locations)
         points_importer.create_points(f"{name} Points", xyz, rgb, conf, frame, coll, size,
-                                      options.conf_threshold, options.show_all_frames)
+                                      options.conf_threshold, options.show_all_frames, options.point_color)
     coll["parallax_warnings"] = _warnings(bundle)
     coll["parallax_import_seconds"] = time.perf_counter() - t0
     return coll
@@ -106,11 +110,14 @@ def _warnings(bundle: Bundle) -> list[str]:
     return out
 
 
-def _gather_points(bundle: Bundle):
-    counts = [len(p.xyz) for p in bundle.points]
-    xyz = np.concatenate([p.xyz for p in bundle.points]).astype(np.float64)
-    rgb = np.concatenate([p.rgb for p in bundle.points])
-    conf = np.concatenate([p.conf for p in bundle.points]).astype(np.float32)
+def _gather_points(bundle: Bundle, max_per_frame: int = 0):
+    """All frames' points in frame order, with the Blender frame each belongs to."""
+    picks = [slice(None) if not max_per_frame or len(p.xyz) <= max_per_frame
+             else np.linspace(0, len(p.xyz) - 1, max_per_frame).astype(np.int64) for p in bundle.points]
+    counts = [len(p.xyz[k]) for p, k in zip(bundle.points, picks)]
+    xyz = np.concatenate([p.xyz[k] for p, k in zip(bundle.points, picks)])
+    rgb = np.concatenate([p.rgb[k] for p, k in zip(bundle.points, picks)])
+    conf = np.concatenate([p.conf[k] for p, k in zip(bundle.points, picks)]).astype(np.float32)
     frame = np.repeat(np.arange(len(counts), dtype=np.int32) + FRAME_START, counts)
     return xyz, rgb, conf, frame
 

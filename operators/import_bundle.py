@@ -1,7 +1,7 @@
 """Import a result bundle: ``bpy.ops.parallax.import_bundle(filepath=...)``."""
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..importers import BundleError, ImportOptions, import_bundle
 from ..importers import points as points_importer
@@ -22,6 +22,12 @@ class PARALLAX_OT_import_bundle(bpy.types.Operator):
     point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, subtype="DISTANCE")
     conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0)
     show_all_frames: BoolProperty(name="Show All Frames", default=False)
+    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
+        ("IMAGE", "Image", "Each point in the colour of its pixel"),
+        ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
+        ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage")])
+    max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
+                                      description="Keep an even subsample of each frame's points; 0 keeps all")
     import_plate: BoolProperty(name="Image Plane", default=True)
     camera_background: BoolProperty(name="Camera Background", default=True)
     import_points: BoolProperty(name="Points", default=True)
@@ -37,6 +43,7 @@ class PARALLAX_OT_import_bundle(bpy.types.Operator):
         options = ImportOptions(
             scale=self.scale, align_to_floor=self.align_to_floor, point_size=self.point_size,
             conf_threshold=self.conf_threshold, show_all_frames=self.show_all_frames,
+            point_color=self.point_color, max_points_per_frame=self.max_points_per_frame,
             import_plate=self.import_plate, camera_background=self.camera_background,
             import_points=self.import_points)
         try:

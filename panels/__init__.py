@@ -61,12 +61,14 @@ class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
         col.prop(s, "import_plate")
         col.prop(s, "camera_background")
         col.prop(s, "import_points")
+        col.prop(s, "point_color")
+        col.prop(s, "max_points_per_frame")
         layout.prop(s, "scale")
         layout.prop(s, "align_to_floor")
         op = layout.operator("parallax.import_bundle", icon="IMPORT")
         op.filepath = s.bundle_path
         for key in ("scale", "align_to_floor", "point_size", "conf_threshold", "show_all_frames",
-                    "import_plate", "camera_background", "import_points"):
+                    "point_color", "max_points_per_frame", "import_plate", "camera_background", "import_points"):
             setattr(op, key, getattr(s, key))
         box = layout.box()
         box.label(text="Points display")

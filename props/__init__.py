@@ -1,7 +1,7 @@
 """Add-on preferences (backend settings) and per-scene settings (task inputs, import options)."""
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 
 def addon_package() -> str:
@@ -60,6 +60,12 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                                   description="Hide points below this confidence")
     show_all_frames: BoolProperty(name="Show All Frames", default=False,
                                   description="Show every frame's points at once (static scenes)")
+    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
+        ("IMAGE", "Image", "Each point in the colour of its pixel"),
+        ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
+        ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage")])
+    max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
+                                      description="Keep an even subsample of each frame's points; 0 keeps all")
     import_plate: BoolProperty(name="Image Plane", default=True,
                                description="Footage on a plane parented to the camera")
     camera_background: BoolProperty(name="Camera Background", default=True,
