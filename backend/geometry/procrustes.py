@@ -43,11 +43,14 @@ def umeyama(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None =
 
 
 def robust_umeyama(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None,
-                   with_scale: bool = True, n_iters: int = 20, c: float = 2.0):
+                   with_scale: bool = True, n_iters: int = 20, c: float = 1.0):
     """Umeyama made robust to outliers by iteratively reweighted least squares (Cauchy weights).
 
     Each round reweights points by 1 / (1 + (r / (c * sigma))^2), where r is the residual of the last
-    fit and sigma a robust residual scale (1.4826 * median). Returns s, R, t and the final
+    fit and sigma a robust residual scale (1.4826 * median). c = 1 (a tight Cauchy) because the
+    median itself is inflated when a third of the points are bad; wider kernels let the first,
+    outlier-biased fit survive (measured: 20% + 20% outliers, c = 2 stalls at 0.65 deg, c = 1
+    reaches 0.05 deg). Returns s, R, t and the final
     per-point weights (..., N) in [0, 1] (an inlier score).
     """
     base = torch.ones(src.shape[:-1], dtype=src.dtype, device=src.device) if weights is None else weights.to(src.dtype)
@@ -60,8 +63,14 @@ def robust_umeyama(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor |
         sigma = (1.4826 * torch.nan_to_num(med)).clamp_min(1e-12)
         robust_w = 1.0 / (1.0 + (r / (c * sigma[..., None])) ** 2)
         w = base * robust_w
+    # A tight Cauchy kernel also down-weights the noisier good points, which biases the scale
+    # (~1% at 1% noise); the final fit keeps every point within 3 sigma at its base weight.
     s, R, t = umeyama(src, dst, w, with_scale)
-    return s, R, t, robust_w
+    r = (dst - (s[..., None, None] * (src @ R.transpose(-1, -2)) + t[..., None, :])).norm(dim=-1)
+    med = torch.where(base > 0, r, torch.nan).nanmedian(dim=-1).values
+    inlier = r < 3 * 1.4826 * torch.nan_to_num(med)[..., None]
+    s, R, t = umeyama(src, dst, base * inlier, with_scale)
+    return s, R, t, robust_w * inlier
 
 
 def similarity_matrix(s: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
