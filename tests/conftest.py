@@ -3,5 +3,7 @@ from pathlib import Path
 
 # `backend` is imported as a top-level package, as `python -m backend` does from the root.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+TESTS = ROOT / "tests"
+for path in (ROOT, TESTS):  # ... and shared test helpers as `backend_tests.<module>`
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
