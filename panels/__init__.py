@@ -67,12 +67,14 @@ class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
         layout.prop(s, "align_to_floor")
         op = layout.operator("parallax.import_bundle", icon="IMPORT")
         op.filepath = s.bundle_path
-        for key in ("scale", "align_to_floor", "point_size", "conf_threshold", "show_all_frames",
+        for key in ("scale", "align_to_floor", "point_size", "size_in_pixels", "conf_threshold", "show_all_frames",
                     "point_color", "max_points_per_frame", "import_plate", "camera_background", "import_points"):
             setattr(op, key, getattr(s, key))
         box = layout.box()
         box.label(text="Points display")
-        box.prop(s, "point_size")
+        row = box.row(align=True)
+        row.prop(s, "point_size")
+        row.prop(s, "size_in_pixels", text="px", toggle=True)
         box.prop(s, "conf_threshold")
         box.prop(s, "show_all_frames")
         box.operator("parallax.set_point_display", icon="POINTCLOUD_DATA")

@@ -54,8 +54,11 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                          description="Multiply reconstructed lengths (results have arbitrary scale)")
     align_to_floor: BoolProperty(name="Align to Floor", default=False,
                                  description="Rotate and move the result so its dominant ground plane is Z = 0")
-    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=0.5, subtype="DISTANCE",
-                              description="Point diameter; 0 picks one from the scene's extent")
+    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=20.0,
+                              description="Point diameter, in pixels or in scene units; 0 picks one")
+    size_in_pixels: BoolProperty(name="Size in Pixels", default=True,
+                                 description="Point Size in pixels of each point's own frame (dense maps); "
+                                             "off: in scene units (sparse points)")
     conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0,
                                   description="Hide points below this confidence")
     show_all_frames: BoolProperty(name="Show All Frames", default=False,
