@@ -285,6 +285,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and request.url.path == "/v1/jobs":  # body not even decodable
+            return JSONResponse({"error": "the request body is not valid JSON (it could not be parsed; "
+                                          "send UTF-8 JSON as application/json)"}, 422)
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
