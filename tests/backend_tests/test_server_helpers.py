@@ -23,7 +23,7 @@ from backend.bundle import Bundle, CameraFrame, PointFrame
 from backend.server.tasks import Task
 
 REPO = Path(__file__).resolve().parents[2]
-ECHO_SPEC = "echo=tests.backend.test_server_helpers:ECHO_TASK"
+ECHO_SPEC = "echo=tests.backend_tests.test_server_helpers:ECHO_TASK"
 STEP_X = 0.1  # camera i sits at (STEP_X * i, 0, 0)
 
 

@@ -17,7 +17,7 @@ import requests
 
 from backend.bundle import read_bundle
 from backend.server import retention
-from tests.backend.test_server_helpers import (COLOURS, REPO, STEP_X, Server, make_long_video, make_png,
+from backend_tests.test_server_helpers import (COLOURS, REPO, STEP_X, Server, make_long_video, make_png,
                                                make_video)
 
 FINAL = ("done", "failed", "cancelled")

@@ -18,7 +18,7 @@ import pytest
 from backend.bundle import read_bundle
 from client import BackendProcess, Client, run_job, start_job
 from client.errors import BackendCrashed, BackendStartError, JobCancelled, RequestRejected
-from tests.backend.test_server_helpers import ECHO_SPEC, REPO, STEP_X, make_video
+from backend_tests.test_server_helpers import ECHO_SPEC, REPO, STEP_X, make_video
 
 
 def new_backend(tmp: Path, *extra: str) -> BackendProcess:

@@ -17,7 +17,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                response_schema_conformance, status_code_conformance)
 
-from tests.backend.test_server_helpers import Server
+from backend_tests.test_server_helpers import Server
 
 EXAMPLES_PER_OPERATION_AND_MODE = 30
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
