@@ -313,7 +313,9 @@ class JobQueue:
             if bundle_dir.parent == job.dir:
                 shutil.rmtree(bundle_dir, ignore_errors=True)
         with self._lock:
-            if final == "done" and job.cancel_event.is_set():  # cancelled while zipping
+            # Cancelled while zipping, or a pipeline that stopped with its own exception
+            # (e.g. engines.Cancelled) after the progress callback returned False.
+            if job.cancel_event.is_set():
                 final, message = "cancelled", "cancelled by request"
             if final != "done":
                 (job.dir / BUNDLE_ZIP).unlink(missing_ok=True)
