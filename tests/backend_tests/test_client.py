@@ -156,3 +156,22 @@ def test_start_failures_are_clear(tmp_path):
         bp.start()
     assert "exited while starting" in str(e.value) and "unrecognized arguments" in e.value.log_tail
     assert bp.state == "failed"
+
+
+def test_client_works_as_a_subpackage_of_the_addon(tmp_path):
+    """Inside Blender the add-on is a package (e.g. bl_ext.user_default.parallax) holding client/
+    and backend/ side by side: client must reach backend.bundle relatively, and start the
+    backend from the add-on folder."""
+    addon = tmp_path / "parallax_addon"
+    addon.mkdir()
+    (addon / "__init__.py").write_text("")
+    import shutil
+    for name in ("client", "backend"):
+        shutil.copytree(REPO / name, addon / name, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys, parallax_addon.client as c; from parallax_addon.client import api, process; "
+            "assert api.unzip_bundle.__module__ == 'parallax_addon.backend.bundle', api.unzip_bundle.__module__; "
+            "assert 'backend' not in sys.modules and 'client' not in sys.modules; "
+            "print(process.DEFAULT_ROOT)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()) == addon
