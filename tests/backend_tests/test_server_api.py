@@ -263,12 +263,14 @@ def test_failed_job_has_message_and_no_bundle(server):
     assert_still_serves(server)
 
 
-def test_queue_full_and_queued_cancel(server):
+def test_queue_full_and_queued_cancel(server, tmp_path):
     running = submit(server, "echo", steps=400, step_s=0.05).json()["id"]
     wait_state(server, running, ("running",))
     queued = [submit(server, "echo", steps=1).json()["id"] for _ in range(2)]  # --max-queue 2
     r = submit(server, "echo", steps=1)
     assert r.status_code == 429 and "queue is full" in r.json()["error"] and r.headers["retry-after"]
+    r = upload(server, make_png(tmp_path / "x.png", 8, 8))  # an upload would only wait too
+    assert r.status_code == 429 and "queue is full" in r.json()["error"]
     # a queued job cancels at once; the freed slot takes a new job
     assert requests.delete(f"{server.url}/v1/jobs/{queued[0]}", headers=server.auth, timeout=5).json()["state"] == "cancelled"
     assert submit(server, "echo", steps=1).status_code == 201
