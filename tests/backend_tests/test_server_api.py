@@ -328,3 +328,23 @@ def test_retention_in_the_server(tmp_path):
         assert get(s, f"/v1/jobs/{jids[-1]}/bundle").status_code == 200
     finally:
         s.stop()
+
+
+def test_release_memory(server):
+    r = requests.post(server.url + "/v1/release", headers=server.auth, timeout=5)
+    assert r.status_code == 200 and set(r.json()) == {"released", "deferred"}
+
+
+def test_server_exits_when_its_parent_dies(tmp_path):
+    """Blender killed (-9) cannot stop its backend: --parent-pid makes the backend notice."""
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    s = Server(tmp_path, "--parent-pid", str(parent.pid))
+    try:
+        assert requests.get(s.url + "/v1/health", headers=s.auth, timeout=5).status_code == 200
+        parent.kill()
+        parent.wait()
+        s.proc.wait(timeout=10)  # polled every second; graceful shutdown
+        assert s.proc.returncode == 0
+    finally:
+        parent.kill()
+        s.stop()
