@@ -464,6 +464,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="first held-out seed offset (as synth --split heldout)")
     p.add_argument("--fps", type=float, default=24.0)
     p.add_argument("--preview", type=Path, help="write a contact sheet PNG here")
+    p.add_argument("--preview-count", type=int, default=8, help="clips (rows) on the contact sheet")
     a = p.parse_args(argv)
     from .cli import contact_sheet  # noqa: PLC0415  (numpy only)
 
@@ -481,7 +482,8 @@ def main(argv=None) -> int:
         np.savez_compressed(d / "gt" / "ground_truth.npz", **gt)
         (d / "gt" / "scene.json").write_text(json.dumps({"seed": seed, "caption": caption, "motion": spec.motion,
                                                          "split": "heldout", "renderer": "cycles"}, indent=1))
-        rows.append(out["rgb"])
+        if len(rows) < a.preview_count:
+            rows.append(out["rgb"])
         print(f"{seed}: [{spec.motion}] {caption}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     if a.preview:
         a.preview.parent.mkdir(parents=True, exist_ok=True)

@@ -501,7 +501,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     else:
         room = np.array([60.0, 60.0, 0.0])
         ceiling = False
-        area = rng.uniform(1.2, 3.5)
+        area = rng.uniform(1.0, 2.4)
     floor = sample_material(rng, textures, "floor")
     walls = sample_material(rng, textures, "wall")
     ceil = sample_material(rng, textures, "ceiling", patterns=("solid", "noise"))
