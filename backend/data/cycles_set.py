@@ -45,12 +45,22 @@ def _bpy():
 # Scene construction
 
 
-def _reset(bpy, spec: SceneSpec, samples: int):
+def _reset(bpy, spec: SceneSpec, samples: int, device: str = "CPU"):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
+    if device != "CPU":  # CUDA / OPTIX / HIP / METAL / ONEAPI when Blender finds such a device
+        prefs = bpy.context.preferences.addons["cycles"].preferences
+        prefs.compute_device_type = device
+        prefs.get_devices()
+        for d in prefs.devices:
+            d.use = d.type == device
+        if any(d.use for d in prefs.devices):
+            scene.cycles.device = "GPU"
     scene.cycles.samples = samples
+    scene.cycles.use_adaptive_sampling = True
+    scene.cycles.adaptive_threshold = 0.03
     scene.cycles.use_denoising = False
     scene.cycles.max_bounces = 3
     scene.cycles.diffuse_bounces = 1
@@ -269,9 +279,9 @@ def _world(bpy, spec: SceneSpec):
     bg.inputs["Strength"].default_value = 1.0
 
 
-def build_scene(bpy, spec: SceneSpec, samples: int = 32):
+def build_scene(bpy, spec: SceneSpec, samples: int = 16, device: str = "CPU"):
     """Create the Blender scene for ``spec``; returns (scene, camera, list of primitive objects)."""
-    scene = _reset(bpy, spec, samples)
+    scene = _reset(bpy, spec, samples, device)
     rng = np.random.default_rng([spec.seed, 0xB1E])
     _world(bpy, spec)
     objs = []
@@ -366,10 +376,10 @@ def _read_exr(bpy, path: str, h: int, w: int) -> np.ndarray:
     return px.reshape(h, w, 4)[::-1]  # Blender rows go bottom-up
 
 
-def render_spec(spec: SceneSpec, samples: int = 32, workdir: str | None = None) -> dict:
+def render_spec(spec: SceneSpec, samples: int = 16, workdir: str | None = None, device: str = "CPU") -> dict:
     """Render one scene with Cycles: rgb (F,H,W,3) uint8, depth (F,H,W), object_ids (F,H,W)."""
     bpy = _bpy()
-    scene, cam, objs = build_scene(bpy, spec, samples)
+    scene, cam, objs = build_scene(bpy, spec, samples, device)
     flip = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes -> Blender's
     F, H, W = spec.frames, spec.height, spec.width
     rgb = np.zeros((F, H, W, 3), np.uint8)
@@ -459,7 +469,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=128)
-    p.add_argument("--samples", type=int, default=32, help="Cycles samples per pixel")
+    p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (adaptive)")
+    p.add_argument("--device", default="CPU", help="CPU, or a Cycles GPU backend: CUDA, OPTIX, HIP, METAL, ONEAPI")
     p.add_argument("--textures", type=Path, help="photo texture folder (none: procedural patterns only)")
     p.add_argument("--seed", type=int, default=0, help="first held-out seed offset (as synth --split heldout)")
     p.add_argument("--fps", type=float, default=24.0)
@@ -473,7 +484,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for seed in heldout_seeds(a.count, start=a.seed):
         spec = sample_scene(seed, a.frames, a.height, a.width, tex)
-        out = render_spec(spec, a.samples)
+        out = render_spec(spec, a.samples, device=a.device)
         counts = np.bincount(out["object_ids"].ravel().astype(np.int64) + 2, minlength=len(spec.prims) + 2)[2:]
         caption = make_caption(spec, counts)
         gt = ground_truth(spec, out["depth"], out["object_ids"])
@@ -482,13 +493,13 @@ def main(argv=None) -> int:
         np.savez_compressed(d / "gt" / "ground_truth.npz", **gt)
         (d / "gt" / "scene.json").write_text(json.dumps({"seed": seed, "caption": caption, "motion": spec.motion,
                                                          "split": "heldout", "renderer": "cycles"}, indent=1))
+        print(f"{seed}: [{spec.motion}] {caption}  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if len(rows) < a.preview_count:
             rows.append(out["rgb"])
-        print(f"{seed}: [{spec.motion}] {caption}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    if a.preview:
-        a.preview.parent.mkdir(parents=True, exist_ok=True)
-        a.preview.write_bytes(encode_png(contact_sheet(np.stack(rows))))
-        print(f"contact sheet: {a.preview}")
+            if a.preview and (len(rows) == a.preview_count or seed == heldout_seeds(a.count, start=a.seed)[-1]):
+                a.preview.parent.mkdir(parents=True, exist_ok=True)
+                a.preview.write_bytes(encode_png(contact_sheet(np.stack(rows))))
+                print(f"contact sheet: {a.preview}", flush=True)
     return 0
 
 

@@ -27,6 +27,7 @@ import torch
 
 from .scene import (HELDOUT_SEED_START, KINDS, PATTERNS, SceneSpec, heldout_seeds, is_heldout,  # noqa: F401
                     list_textures, make_caption, sample_scene)
+from .scene import _sample_scene_args
 from .scene import sample_train_seeds as _sample_train_seeds_np
 
 EPS = 1e-4  # minimum ray distance (metres)
@@ -77,13 +78,34 @@ def render_batch(seeds: list[int], frames: int = 16, height: int = 128, width: i
                  textures: Optional[str] = None, intrinsics: Optional[dict] = None,
                  dynamic: Optional[bool] = None, n_objects: Optional[int] = None,
                  motion: Optional[str] = None, shadows: bool = True,
-                 chunk_rays: Optional[int] = None) -> ClipBatch:
-    """Render one clip per seed. See the module docstring for the outputs."""
+                 chunk_rays: Optional[int] = None, workers: int = 0) -> ClipBatch:
+    """Render one clip per seed. See the module docstring for the outputs.
+
+    workers: sample the scene descriptions in that many processes (numpy work that would
+    otherwise cap GPU throughput); 0 samples in this process. Results are identical.
+    """
+    specs = sample_specs(seeds, frames, height, width, textures, intrinsics, dynamic, n_objects, motion, workers)
+    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+
+
+_POOLS: dict = {}
+
+
+def sample_specs(seeds, frames=16, height=128, width=128, textures=None, intrinsics=None, dynamic=None,
+                 n_objects=None, motion=None, workers: int = 0) -> list[SceneSpec]:
+    """Scene descriptions for ``seeds`` (``backend.data.scene.sample_scene``), optionally in a
+    persistent pool of ``workers`` processes (spawned: they import numpy only, never CUDA)."""
     tex_files = list_textures(textures) if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__") \
         else list(textures or [])
-    specs = [sample_scene(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion)
-             for s in seeds]
-    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+    args = [(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion) for s in seeds]
+    if workers <= 1 or len(args) < 2 * workers:
+        return [sample_scene(*a) for a in args]
+    if workers not in _POOLS:
+        import concurrent.futures
+        import multiprocessing
+
+        _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return list(_POOLS[workers].map(_sample_scene_args, args, chunksize=max(1, len(args) // (4 * workers))))
 
 
 def render_clip(seed: int, **kwargs) -> ClipBatch:
