@@ -343,6 +343,7 @@ def _place_objects(rng, n_obj: int, n_moving: int, frames: int, stride: int, are
                    textures: list[str]) -> list[Primitive]:
     """Rejection-sample objects on the floor so their bounding discs do not overlap in any frame."""
     prims: list[Primitive] = []
+    all_pos, all_rad = np.zeros((0, frames, 3)), np.zeros((0, 1))
     for i in range(n_obj):
         for _attempt in range(30):
             kind, size, radius, rest_z = _sample_primitive_shape(rng)
@@ -501,7 +502,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     else:
         room = np.array([60.0, 60.0, 0.0])
         ceiling = False
-        area = rng.uniform(1.2, 3.5)
+        area = rng.uniform(1.0, 2.4)
     floor = sample_material(rng, textures, "floor")
     walls = sample_material(rng, textures, "wall")
     ceil = sample_material(rng, textures, "ceiling", patterns=("solid", "noise"))
@@ -681,3 +682,8 @@ def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixe
         verb = _OBJECT_VERBS[m][rng.integers(len(_OBJECT_VERBS[m]))]
         text += f"; {obj(i)} {verb}"
     return text
+
+
+def _sample_scene_args(args: tuple) -> SceneSpec:
+    """``sample_scene(*args)``: a picklable entry point for process pools."""
+    return sample_scene(*args)

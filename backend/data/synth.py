@@ -27,12 +27,14 @@ import torch
 
 from .scene import (HELDOUT_SEED_START, KINDS, PATTERNS, SceneSpec, heldout_seeds, is_heldout,  # noqa: F401
                     list_textures, make_caption, sample_scene)
+from .scene import _sample_scene_args
 from .scene import sample_train_seeds as _sample_train_seeds_np
 
 EPS = 1e-4  # minimum ray distance (metres)
 SHADOW_OFFSET = 2e-3  # shadow rays start this far off the surface
 TORUS_STEPS = 40
 TEXTURE_SIZE = 256
+MIP_LEVELS = 5
 GROUND_FOG = 45.0  # metres: distant open ground fades into the horizon colour
 
 
@@ -76,13 +78,34 @@ def render_batch(seeds: list[int], frames: int = 16, height: int = 128, width: i
                  textures: Optional[str] = None, intrinsics: Optional[dict] = None,
                  dynamic: Optional[bool] = None, n_objects: Optional[int] = None,
                  motion: Optional[str] = None, shadows: bool = True,
-                 chunk_rays: Optional[int] = None) -> ClipBatch:
-    """Render one clip per seed. See the module docstring for the outputs."""
+                 chunk_rays: Optional[int] = None, workers: int = 0) -> ClipBatch:
+    """Render one clip per seed. See the module docstring for the outputs.
+
+    workers: sample the scene descriptions in that many processes (numpy work that would
+    otherwise cap GPU throughput); 0 samples in this process. Results are identical.
+    """
+    specs = sample_specs(seeds, frames, height, width, textures, intrinsics, dynamic, n_objects, motion, workers)
+    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+
+
+_POOLS: dict = {}
+
+
+def sample_specs(seeds, frames=16, height=128, width=128, textures=None, intrinsics=None, dynamic=None,
+                 n_objects=None, motion=None, workers: int = 0) -> list[SceneSpec]:
+    """Scene descriptions for ``seeds`` (``backend.data.scene.sample_scene``), optionally in a
+    persistent pool of ``workers`` processes (spawned: they import numpy only, never CUDA)."""
     tex_files = list_textures(textures) if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__") \
         else list(textures or [])
-    specs = [sample_scene(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion)
-             for s in seeds]
-    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+    args = [(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion) for s in seeds]
+    if workers <= 1 or len(args) < 2 * workers:
+        return [sample_scene(*a) for a in args]
+    if workers not in _POOLS:
+        import concurrent.futures
+        import multiprocessing
+
+        _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return list(_POOLS[workers].map(_sample_scene_args, args, chunksize=max(1, len(args) // (4 * workers))))
 
 
 def render_clip(seed: int, **kwargs) -> ClipBatch:
@@ -132,13 +155,16 @@ def _texture_atlas(specs: list[SceneSpec], device) -> tuple[torch.Tensor, dict]:
     """(T*S*S, 3) linear-light texels of every photo used in the batch, and path -> atlas index."""
     used = sorted({m.photo for s in specs for m in _materials(s) if m.pattern == "photo"})
     if not used:
-        return torch.zeros(1, 3, device=device), {}
+        return [torch.zeros(1, 3, device=device)], {}
     key = (tuple(used), str(device))
     if key not in _ATLAS_CACHE:
         if len(_ATLAS_CACHE) > 8:
             _ATLAS_CACHE.clear()
-        imgs = np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0
-        _ATLAS_CACHE[key] = torch.from_numpy(imgs ** 2.2).reshape(-1, 3).to(device)
+        lin = torch.from_numpy((np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0) ** 2.2)
+        levels = [lin]  # mip levels by 2x2 box filtering: distant photo surfaces do not alias
+        for _ in range(MIP_LEVELS - 1):
+            levels.append(torch.nn.functional.avg_pool2d(levels[-1].permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1))
+        _ATLAS_CACHE[key] = [lv.reshape(-1, 3).contiguous().to(device) for lv in levels]
     return _ATLAS_CACHE[key], {p: i for i, p in enumerate(used)}
 
 
@@ -416,19 +442,24 @@ def _plane_uv(p: tuple, n: tuple) -> tuple:
     return u, v
 
 
-def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
-    """(m, 3) linear albedo of one pattern for the gathered material rows ``mat`` (m, 20)."""
+def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, fp: torch.Tensor, atlas: list) -> torch.Tensor:
+    """(m, 3) linear albedo of one pattern for the gathered material rows ``mat`` (m, 20).
+
+    ``fp`` is each pixel's footprint on the surface (metres): patterns finer than a pixel fade to
+    their mean colour and photos read a coarser mip level, a cheap stand-in for anti-aliasing.
+    """
     a, b = mat[:, 1:4], mat[:, 4:7]
     scale = mat[:, 7]
+    fade = ((fp / scale - 0.3) * 2).clamp(0, 1)[:, None]  # 0: pattern resolved, 1: under a pixel
     axis = (mat[:, 8], mat[:, 9], mat[:, 10])
     q = tuple(c / scale + 0.25 for c in p)  # +0.25: surfaces at integer coordinates never sit on a cell edge
     if name == "solid":
         return a
     if name == "checker":
         odd = (torch.floor(q[0]) + torch.floor(q[1]) + torch.floor(q[2])).remainder(2) >= 1
-        return torch.where(odd[:, None], b, a)
+        return torch.where(odd[:, None], b, a) * (1 - fade) + 0.5 * (a + b) * fade
     if name == "stripes":
-        return torch.where((_dot(q, axis).remainder(1) < 0.5)[:, None], b, a)
+        return torch.where((_dot(q, axis).remainder(1) < 0.5)[:, None], b, a) * (1 - fade) + 0.5 * (a + b) * fade
     if name == "noise":
         s = 0.65 * _value_noise(q) + 0.35 * _value_noise(tuple(c * 2.7 for c in q))
         return b + (a - b) * s[:, None]
@@ -444,19 +475,24 @@ def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tens
         mortar = (fu < 0.04) | (fv < 0.09)
         ri = row.to(torch.int64)
         var = 0.75 + 0.4 * _hash01(torch.floor(bu).to(torch.int64), ri, ri * 0)
-        return torch.where(mortar[:, None], b, a * var[:, None])
+        fade = ((fp / bh - 0.3) * 2).clamp(0, 1)[:, None]
+        return torch.where(mortar[:, None], b, a * var[:, None]) * (1 - fade) + (0.83 * a + 0.17 * b) * fade
     # photo: rotate, scale (metres per tile), offset (the random crop), wrap; nearest texel
     cr, sr = torch.cos(mat[:, 12]), torch.sin(mat[:, 12])
     pu = (cr * u - sr * v) / scale + mat[:, 13]
     pv = (sr * u + cr * v) / scale + mat[:, 14]
-    S = TEXTURE_SIZE
-    ix = (pu.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
-    iy = (pv.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
-    idx = (mat[:, 11].to(torch.int64) * S + iy) * S + ix
-    return atlas.index_select(0, idx) * mat[:, 15:18]
+    level = torch.log2(fp * TEXTURE_SIZE / scale).round().clamp(0, len(atlas) - 1).to(torch.int64)
+    out = torch.zeros_like(a)
+    for lv, texels in enumerate(atlas):
+        S = TEXTURE_SIZE >> lv
+        ix = (pu.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+        iy = (pv.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+        idx = (mat[:, 11].to(torch.int64) * S + iy) * S + ix
+        out = torch.where((level == lv)[:, None], texels.index_select(0, idx), out)
+    return out * mat[:, 15:18]
 
 
-def _albedo(mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
+def _albedo(mat: torch.Tensor, p: tuple, n: tuple, fp: torch.Tensor, atlas: list) -> torch.Tensor:
     """(m, 3) linear albedo: each pattern is evaluated only on the pixels that use it."""
     out = torch.empty(mat.shape[0], 3, device=mat.device)
     pid = mat[:, 0].to(torch.int64)
@@ -464,7 +500,8 @@ def _albedo(mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch
         sel = (pid == k).nonzero()[:, 0]
         if sel.numel():
             pick = lambda x: x.index_select(0, sel)  # noqa: E731
-            out.index_copy_(0, sel, _pattern(name, pick(mat), tuple(map(pick, p)), tuple(map(pick, n)), atlas))
+            out.index_copy_(0, sel, _pattern(name, pick(mat), tuple(map(pick, p)), tuple(map(pick, n)), pick(fp),
+                                             atlas))
     return out.clamp(0, 1)
 
 
@@ -595,7 +632,10 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
     tex_p = tuple(torch.where(ho, pl[i], xw[i]) for i in range(3))
     tex_n = tuple(torch.where(ho, nl[i], n_env[i]) for i in range(3))
     mat_id = torch.where(ho, hs, N + torch.where(hface == 0, 0, torch.where(hface == 3, 2, 1)))
-    albedo = _albedo(pk["mat_rows"].index_select(0, hb * (N + 3) + mat_id), tex_p, tex_n, atlas)
+    # Pixel footprint on the surface: distance x pixel angle, stretched at grazing angles.
+    pix_angle = 1.0 / pk["K"][:, 0, 0].index_select(0, hb)
+    fp = t.index_select(0, hit) * pix_angle / _dot(n, hd).abs().clamp_min(0.15)
+    albedo = _albedo(pk["mat_rows"].index_select(0, hb * (N + 3) + mat_id), tex_p, tex_n, fp, atlas)
 
     # Lambertian: ambient + 1-2 lights, hard shadows cast by the primitives.
     facing = torch.where(_dot(n, hd) > 0, -one, one)
