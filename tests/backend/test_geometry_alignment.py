@@ -89,3 +89,15 @@ def test_disconnected_graph_is_an_error():
     P, C = graph_views(clip, frame, group, rel_noise=0.0)
     with pytest.raises(ValueError, match="not connected"):
         global_align(P, C, frame, group, n_iters=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    clip = make_clip(16, 48, 64, seed=0)
+    frame, group = star_graph(16)
+    P, C = graph_views(clip, frame, group, rel_noise=0.005, outlier_frac=0.1, seed=0)
+    res = global_align(P.float().cuda(), C.float().cuda(), frame, group)
+    m = pairwise_metrics(res.c2w, clip["c2w"])
+    assert m["rot_err"] < 0.5 and m["RRA@5"] == 1.0, m
+    assert res.c2w.device.type == "cpu" and res.timings["optimise"] > 0
