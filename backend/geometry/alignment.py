@@ -31,6 +31,7 @@ edges, so the same code is fast on a GPU.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -109,11 +110,25 @@ class AlignmentResult:
     group_similarity: torch.Tensor  # (G, 4, 4): group coordinates -> world (with scale)
     losses: list = field(default_factory=list)  # total loss per iteration
     init_c2w: Optional[torch.Tensor] = None  # (F, 4, 4) after initialisation, same world
+    timings: dict = field(default_factory=dict)  # seconds: "init", "optimise"
 
     @property
     def K(self) -> torch.Tensor:
         pp = self.principal_point
         return intrinsics_matrix(self.focal, self.focal, pp[:, 0], pp[:, 1])
+
+    def camera_frames(self, scale_to: tuple[int, int] | None = None) -> list:
+        """Bundle ``CameraFrame``s (OpenCV c2w, pixels). ``scale_to=(height, width)`` rescales the
+        intrinsics from the point-map resolution to the bundle's frames."""
+        from ..bundle import CameraFrame
+        from .cameras import resize_intrinsics
+
+        K = self.K
+        if scale_to is not None:
+            H, W = self.depth.shape[-2:]
+            K = resize_intrinsics(K, scale_to[1] / W, scale_to[0] / H)
+        return [CameraFrame(index=i, c2w=self.c2w[i].numpy(), fx=float(K[i, 0, 0]), fy=float(K[i, 1, 1]),
+                            cx=float(K[i, 0, 2]), cy=float(K[i, 1, 2])) for i in range(len(K))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,11 +262,14 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     init: "mst" (maximum spanning tree over group confidence) or "sequential".
     init_min_conf: raw confidence below which pixels are ignored by the initialisation (DUSt3R's
       C > 3), unless that leaves a view with under 1% of its pixels.
-    w_focal_smooth, w_transl_smooth: weights of JOG3R's L_fl and L_tranl (0 = off).
+    w_focal_smooth, w_transl_smooth: weights of JOG3R's L_fl and L_tranl (0 = off). In this
+      module's units (median depth 1, focal / image size) w_transl_smooth ~0.03 and
+      w_focal_smooth ~1 halve the trajectory error on jittery 16-frame clips (see the tests).
     callback(it, n_iters, loss) after every iteration; returning False raises AlignmentCancelled.
     Runs on ``device`` (default: the device of ``pointmaps``) in ``dtype``.
     """
     device = torch.device(device) if device is not None else pointmaps.device
+    t_start = time.perf_counter()
     V, H, W = pointmaps.shape[:3]
     frame, group = frame.long().cpu(), group.long().cpu()
     F = int(frame.max()) + 1 if n_frames is None else n_frames
@@ -347,8 +365,11 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
             loss = loss + w_transl_smooth * (v.square().sum() + (v[1:] - v[:-1]).square().sum())
         return loss
 
-    optim = torch.optim.Adam([params[k] for k in trainable], lr=lr, betas=tuple(betas))
+    # fused Adam: one kernel per step on the GPU
+    optim = torch.optim.Adam([params[k] for k in trainable], lr=lr, betas=tuple(betas), fused=device.type == "cuda")
     losses = torch.zeros(n_iters, **opts)
+    _sync(device)
+    t_opt = time.perf_counter()
     for it in range(n_iters):
         for group_ in optim.param_groups:
             group_["lr"] = _lr_at(it, n_iters, lr, lr_min, schedule)
@@ -357,9 +378,11 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
         loss.backward()
         optim.step()
         losses[it] = loss.detach()
-        if callback is not None and callback(it, n_iters, float(loss)) is False:
+        if callback is not None and callback(it, n_iters, float(loss.detach())) is False:
             raise AlignmentCancelled(it)
 
+    _sync(device)
+    t_done = time.perf_counter()
     with torch.no_grad():
         focal_f, depth, world, R, Rg, s = model()
         c2w = make_transform(R, params["centre"]).double().cpu()
@@ -368,9 +391,15 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
         c2w = to_first @ c2w
         sims = to_first @ sims
         points = transform_points(to_first, world.double().cpu()).reshape(F, H, W, 3)
-        conf_f = torch.zeros(F, H * W, dtype=torch.float64).index_reduce_(  # noqa: beta API, stable since 2.0
-            0, frame, torch.where(valid, conf64, torch.zeros_like(conf64)).reshape(V, -1), "amax")
+        conf_v = torch.where(valid, conf64, torch.zeros_like(conf64))
+        conf_f = torch.stack([conf_v[frame == f].amax(0) for f in range(F)])  # once, F small
     return AlignmentResult(
         c2w=c2w, focal=focal_f.double().cpu().clone(), principal_point=pp, depth=depth.double().cpu().reshape(F, H, W),
-        points=points, confidence=conf_f.reshape(F, H, W), group_similarity=sims,
-        losses=losses.cpu().tolist(), init_c2w=invert_pose(c2w0[:1]) @ c2w0)
+        points=points, confidence=conf_f, group_similarity=sims,
+        losses=losses.cpu().tolist(), init_c2w=invert_pose(c2w0[:1]) @ c2w0,
+        timings={"init": t_opt - t_start, "optimise": t_done - t_opt})
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

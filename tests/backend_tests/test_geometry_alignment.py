@@ -69,8 +69,10 @@ def test_temporal_terms_reduce_error_on_jittery_input():
     assert f1 < f0, (f0, f1)
 
 
-def test_overlapping_windows_sequential_init_and_cancel():
-    # Geo4D windows (6 frames, stride 3) over 12 frames, sequential initialisation, shared focal.
+def test_overlapping_windows_sequential_init_mask_and_cancel():
+    # Geo4D windows (6 frames, stride 3) over 12 frames, sequential initialisation, shared focal;
+    # then a known focal with masked garbage; then a cancelled run. Tolerances: rotation < 0.5 deg
+    # mean, all pairs within 5 deg, focal within 2%.
     clip = make_clip(12, 32, 40, seed=2)
     frame, group = window_graph(12, 6, 3)
     P, C = graph_views(clip, frame, group, rel_noise=0.005, seed=2)
@@ -78,6 +80,18 @@ def test_overlapping_windows_sequential_init_and_cancel():
     m = pairwise_metrics(res.c2w, clip["c2w"])
     assert m["rot_err"] < 0.5 and m["RRA@5"] == 1.0, m
     assert torch.allclose(res.focal, res.focal[:1].expand(12)) and abs(res.focal[0] / clip["focal"] - 1) < 0.02
+    # known, fixed focal and a mask that hides the left half of every view
+    mask = torch.ones(P.shape[:3], dtype=torch.bool)
+    mask[..., :20] = False
+    P_bad = P.clone()
+    P_bad[..., :20, :] = 1e3  # garbage where masked: must not matter
+    res = global_align(P_bad.float(), C.float(), frame, group, mask=mask, focal=clip["focal"], optimize_focal=False,
+                       n_iters=100)
+    assert torch.allclose(res.focal, torch.full_like(res.focal, clip["focal"]), rtol=1e-5)
+    m = pairwise_metrics(res.c2w, clip["c2w"])
+    assert m["rot_err"] < 1.0 and m["RRA@5"] == 1.0, m  # half of each image: looser, 1 deg
+    frames = res.camera_frames(scale_to=(64, 80))
+    assert len(frames) == 12 and abs(frames[3].fx - 2 * clip["focal"]) < 1e-3 and frames[0].c2w.shape == (4, 4)
     with pytest.raises(AlignmentCancelled) as info:
         global_align(P.float(), C.float(), frame, group, n_iters=50, callback=lambda it, n, loss: it < 4)
     assert info.value.iteration == 4
@@ -89,3 +103,15 @@ def test_disconnected_graph_is_an_error():
     P, C = graph_views(clip, frame, group, rel_noise=0.0)
     with pytest.raises(ValueError, match="not connected"):
         global_align(P, C, frame, group, n_iters=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    clip = make_clip(16, 48, 64, seed=0)
+    frame, group = star_graph(16)
+    P, C = graph_views(clip, frame, group, rel_noise=0.005, outlier_frac=0.1, seed=0)
+    res = global_align(P.float().cuda(), C.float().cuda(), frame, group)
+    m = pairwise_metrics(res.c2w, clip["c2w"])
+    assert m["rot_err"] < 0.5 and m["RRA@5"] == 1.0, m
+    assert res.c2w.device.type == "cpu" and res.timings["optimise"] > 0
