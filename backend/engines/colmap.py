@@ -29,6 +29,7 @@ from ..io_video import as_frames, read_frames
 from .base import Cancelled, EngineError, NothingRegistered, Progress, TooFewFrames
 
 MIN_FRAMES = 3
+MAPPERS = ("auto", "global", "incremental")
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
 
 
@@ -37,17 +38,21 @@ class ColmapEngine:
 
     name = "colmap"
 
-    def solve(self, frames, progress=None, *, K: Optional[np.ndarray] = None, mapper: str = "global",
+    def solve(self, frames, progress=None, *, K: Optional[np.ndarray] = None, mapper: str = "auto",
               camera_model: Optional[str] = None, start: int = 0, stride: int = 1,
               max_frames: Optional[int] = None, max_image_size: int = 1600, max_num_features: int = 8192,
-              overlap: int = 10, fps: Optional[float] = None, seed: int = 0, num_threads: int = -1,
+              overlap: int = 10, fps: Optional[float] = None, seed: int = 0, num_threads: int = -1, mapper_threads: int = 1,
               workdir: Optional[os.PathLike] = None, verbose: bool = False) -> Bundle:
         """Solve the cameras of ``frames`` (list of (H, W, 3) uint8, or a video / image-folder path).
 
         Options:
           K: known intrinsics, 3x3 (or (F, 3, 3), all equal) in our convention; they are held
              fixed. Without K, one pinhole-with-radial camera is estimated for the clip.
-          mapper: "global" (GLOMAP, pycolmap.global_mapping) or "incremental".
+          mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
+             run both and keep the model that registers the most frames, then the one with the
+             most point observations. GLOMAP alone gets rotations right but its translations
+             were unstable on short synthetic clips; incremental alone often fails to start
+             on real handheld footage; "auto" costs one more mapping (the cheap stage).
           camera_model: COLMAP model when K is not given (default SIMPLE_RADIAL; the bundle
              keeps its pinhole part and records the distortion in ``source``).
           start, stride, max_frames: which frames of the input to use.
@@ -58,12 +63,12 @@ class ColmapEngine:
         """
         import pycolmap
 
-        if mapper not in ("global", "incremental"):
-            raise EngineError(f"mapper must be 'global' or 'incremental', got {mapper!r}")
-        if mapper == "global" and not hasattr(pycolmap, "global_mapping"):
+        if mapper not in MAPPERS:
+            raise EngineError(f"mapper must be one of {', '.join(MAPPERS)}, got {mapper!r}")
+        if mapper in ("global", "auto") and not hasattr(pycolmap, "global_mapping"):
             mapper = "incremental"  # pycolmap older than 3.12 has no GLOMAP
         if not verbose:
-            pycolmap.logging.minloglevel = 2  # errors only; COLMAP's INFO log is very chatty
+            pycolmap.logging.minloglevel = 3  # COLMAP logs much (even "errors" we report ourselves)
         prog = Progress(progress, STAGES)
 
         prog.stage("load")
@@ -104,40 +109,42 @@ class ColmapEngine:
             pairing.quadratic_overlap = True
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
-            _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing)
+            verification = pycolmap.TwoViewGeometryOptions()
+            verification.ransac.random_seed = seed  # else each matcher thread seeds itself: runs differ
+            _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+                 verification_options=verification, seed=seed)
 
             prog.stage("mapping")
-            pycolmap.set_random_seed(seed)
-            if mapper == "global":
-                options = _global_options(pycolmap, K_fixed is not None, seed, num_threads)
-                models = _run(prog, pycolmap.global_mapping, database, images, sparse, options, cancellable=False)
-            else:
-                options = _incremental_options(pycolmap, K_fixed is not None, seed, num_threads)
-                registered = [0]
-
-                def next_image():
-                    registered[0] += 1
-                    prog.pending = registered[0] / n
-
-                models = _run(prog, pycolmap.incremental_mapping, database, images, sparse, options,
-                              next_image_callback=next_image)
+            runs = ["global", "incremental"] if mapper == "auto" else [mapper]
+            tried = {}
+            for k, name in enumerate(runs):
+                out = sparse / name
+                out.mkdir(exist_ok=True)
+                found = _map(pycolmap, prog, name, database, images, out, K_fixed is not None, seed, mapper_threads,
+                             n, k, len(runs))
+                tried[name] = found
+            # Keep the model that places the most frames; between equals, the one whose points
+            # are seen most often (a wrong camera layout triangulates fewer consistent tracks).
+            candidates = [(r.num_reg_images(), r.compute_num_observations(), -k, name, r)
+                          for k, (name, found) in enumerate(tried.items()) for r in found.values()]
 
             prog.stage("convert")
-            if not models:
+            if not candidates or max(c[0] for c in candidates) < 2:
                 raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
                                         "(too little texture, too little camera motion, or unrelated frames)")
-            models = sorted(models.values(), key=lambda r: r.num_reg_images(), reverse=True)
-            rec = models[0]
-            if rec.num_reg_images() < 2:
-                raise NothingRegistered(f"nothing registered: only {rec.num_reg_images()} of {n} frames could be placed")
+            *_, used, rec = max(candidates, key=lambda c: c[:3])
             cameras, points, info = _to_parallax(rec, names, K_fixed, w, h)
+            info["mappers_tried"] = {name: {"models": len(found),
+                                            "registered": max((r.num_reg_images() for r in found.values()), default=0)}
+                                     for name, found in tried.items()}
+            models = tried[used]
 
         prog.done()
         reg = sum(c.c2w is not None for c in cameras)
         return Bundle(
             task="solve", width=w, height=h, frame_count=n, fps=float(fps or clip_fps), engine=self.name,
-            model_id=f"pycolmap {pycolmap.__version__} {'GLOMAP' if mapper == 'global' else 'incremental'}",
-            source={"input": source_name, "frame_indices": indices, "mapper": mapper, **info},
+            model_id=f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}",
+            source={"input": source_name, "frame_indices": indices, "mapper": used, "mapper_option": mapper, **info},
             scores={"registered": reg, "registered_fraction": reg / n, "models": len(models),
                     "points": int(rec.num_points3D()),
                     "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
@@ -193,7 +200,7 @@ def _write_images(frames, folder: Path, names, prog: Progress) -> None:
 # Running pycolmap with progress and cancel
 
 
-def _run(prog: Progress, fn, *args, cancellable: bool = True, **kwargs):
+def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at: float = 0.0, **kwargs):
     """Run a blocking pycolmap call in a worker thread while polling the progress callback.
 
     pycolmap releases the GIL while it works, so the caller's callback keeps being asked
@@ -209,20 +216,18 @@ def _run(prog: Progress, fn, *args, cancellable: bool = True, **kwargs):
 
     def work():
         try:
+            pycolmap.set_random_seed(seed)  # COLMAP's random generator is per thread
             result["value"] = fn(*args, **kwargs)
         except BaseException as e:  # re-raised in the caller's thread
             error["value"] = e
 
-    prog.pending = None
+    prog.pending = None  # set by callbacks that know how far COLMAP got
     thread = threading.Thread(target=work, name=f"colmap-{fn.__name__}", daemon=True)
     thread.start()
     try:
         while thread.is_alive():
             thread.join(0.25)
-            if prog.pending is not None:
-                prog.report(prog.pending)
-            else:
-                prog.report(0.0)
+            prog.report(prog.pending if prog.pending is not None else at)
     except Cancelled:
         if token is not None:
             token.cancel()
@@ -233,6 +238,27 @@ def _run(prog: Progress, fn, *args, cancellable: bool = True, **kwargs):
     if token is not None and token.is_cancelled:
         raise Cancelled(f"cancelled during {fn.__name__}")
     return result.get("value")
+
+
+def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_intrinsics: bool, seed: int,
+         threads: int, n: int, k: int, runs: int) -> dict:
+    """One mapper's models (dict id -> Reconstruction; empty when it found none)."""
+    if mapper == "global":
+        prog.pending = None
+        options = _global_options(pycolmap, fixed_intrinsics, seed, threads)
+        models = _run(prog, pycolmap.global_mapping, database, images, out, options, seed=seed, cancellable=False,
+                      at=k / runs)
+    else:
+        options = _incremental_options(pycolmap, fixed_intrinsics, seed, threads)
+        placed = [0]
+
+        def next_image():  # called by COLMAP's thread after each registration
+            placed[0] += 1
+            prog.pending = (k + min(placed[0] / n, 1.0)) / runs
+
+        models = _run(prog, pycolmap.incremental_mapping, database, images, out, options, seed=seed,
+                      next_image_callback=next_image, at=k / runs)
+    return dict(models or {})
 
 
 def _global_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: int):
@@ -255,6 +281,11 @@ def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_thread
     o.num_threads = num_threads
     o.min_model_size = MIN_FRAMES  # the default (10) drops whole short clips
     o.mapper.random_seed = seed
+    # Video frames are close together: COLMAP's photo-collection defaults (16 deg and 100
+    # inliers for the first pair) often find no initial pair in a 16-frame window.
+    o.mapper.init_min_tri_angle = 4.0
+    o.mapper.init_min_num_inliers = 50
+    o.mapper.abs_pose_min_num_inliers = 15
     if fixed_intrinsics:
         o.ba_refine_focal_length = o.ba_refine_principal_point = o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_focal_length = o.mapper.abs_pose_refine_extra_params = False
