@@ -273,7 +273,6 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     V, H, W = pointmaps.shape[:3]
     frame, group = frame.long().cpu(), group.long().cpu()
     F = int(frame.max()) + 1 if n_frames is None else n_frames
-    G = int(group.max()) + 1
     if not (len(frame) == len(group) == V == confidence.shape[0]):
         raise ValueError(f"{V} point maps but {len(frame)} frame and {len(group)} group indices, "
                          f"{confidence.shape[0]} confidence maps")

@@ -1,6 +1,5 @@
 """Camera utilities, Procrustes, focal and PnP on synthetic ground truth."""
 
-import math
 
 import torch
 
