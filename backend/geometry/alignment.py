@@ -249,6 +249,7 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
                  w_focal_smooth: float = 0.0, w_transl_smooth: float = 0.0,
                  n_iters: int = 300, lr: float = 0.01, lr_min: float = 1e-6, schedule: str = "cosine",
                  betas=(0.9, 0.9), callback: Callable[[int, int, float], Optional[bool]] | None = None,
+                 extra_loss: Callable[[dict], torch.Tensor] | None = None, extra_params: Sequence[torch.Tensor] = (),
                  device=None, dtype=torch.float32) -> AlignmentResult:
     """Globally align V point maps of F frames (see the module docstring for the model).
 
@@ -266,6 +267,11 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
       module's units (median depth 1, focal / image size) w_transl_smooth ~0.03 and
       w_focal_smooth ~1 halve the trajectory error on jittery 16-frame clips (see the tests).
     callback(it, n_iters, loss) after every iteration; returning False raises AlignmentCancelled.
+    extra_loss(state) -> scalar, added every iteration (how the Geo4D pipeline adds its disparity,
+      ray-trajectory and smoothness terms from ``geo4d``); state holds differentiable "depth"
+      (F, H, W), "focal" (F,), "c2w" (F, 4, 4), "points" (F, H, W, 3), in the optimisation's own
+      world (median initial depth 1; frame 0 not yet the identity). extra_params: the term's own
+      leaf tensors (requires_grad, on ``device``), optimised by the same Adam.
     Runs on ``device`` (default: the device of ``pointmaps``) in ``dtype``.
     """
     device = torch.device(device) if device is not None else pointmaps.device
@@ -273,7 +279,6 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     V, H, W = pointmaps.shape[:3]
     frame, group = frame.long().cpu(), group.long().cpu()
     F = int(frame.max()) + 1 if n_frames is None else n_frames
-    G = int(group.max()) + 1
     if not (len(frame) == len(group) == V == confidence.shape[0]):
         raise ValueError(f"{V} point maps but {len(frame)} frame and {len(group)} group indices, "
                          f"{confidence.shape[0]} confidence maps")
@@ -363,10 +368,15 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
             c = params["centre"]
             v = c[:-1] - c[1:]
             loss = loss + w_transl_smooth * (v.square().sum() + (v[1:] - v[:-1]).square().sum())
+        if extra_loss is not None:
+            state = {"depth": depth.reshape(F, H, W), "focal": focal_f, "c2w": make_transform(R, params["centre"]),
+                     "points": world.reshape(F, H, W, 3)}
+            loss = loss + extra_loss(state)
         return loss
 
     # fused Adam: one kernel per step on the GPU
-    optim = torch.optim.Adam([params[k] for k in trainable], lr=lr, betas=tuple(betas), fused=device.type == "cuda")
+    optim = torch.optim.Adam([params[k] for k in trainable] + list(extra_params), lr=lr, betas=tuple(betas),
+                             fused=device.type == "cuda")
     losses = torch.zeros(n_iters, **opts)
     _sync(device)
     t_opt = time.perf_counter()

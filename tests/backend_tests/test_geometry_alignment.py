@@ -97,6 +97,25 @@ def test_overlapping_windows_sequential_init_mask_and_cancel():
     assert info.value.iteration == 4
 
 
+def test_extra_loss_hook():
+    # the Geo4D pipeline adds terms through extra_loss / extra_params: here a parameter pulled to 3
+    # and a check that the state it sees is shaped as documented
+    clip = make_clip(4, 12, 16, seed=0)
+    frame, group = star_graph(4)
+    P, C = graph_views(clip, frame, group, rel_noise=0.0)
+    p = torch.zeros(1, requires_grad=True)
+    seen = {}
+
+    def term(state):
+        seen.update({k: tuple(v.shape) for k, v in state.items()})
+        return (p - 3).square().sum() + 0 * state["depth"].mean()
+
+    global_align(P.float(), C.float(), frame, group, n_iters=300, lr=0.05, schedule="constant",
+                 extra_loss=term, extra_params=[p])
+    assert abs(float(p.detach()) - 3) < 0.05
+    assert seen == {"depth": (4, 12, 16), "focal": (4,), "c2w": (4, 4, 4), "points": (4, 12, 16, 3)}
+
+
 def test_disconnected_graph_is_an_error():
     clip = make_clip(4, 8, 8, seed=0)
     frame, group = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1])
