@@ -82,7 +82,7 @@ def floor_alignment(points: np.ndarray, iterations: int = 200, seed: int = 0) ->
     """Rigid 4x4 that puts the dominant roughly-horizontal plane of Z-up ``points`` at Z = 0.
 
     RANSAC over planes whose normal is within 45 degrees of +Z (the axis change already makes
-    the first camera upright, so the floor is near horizontal); the inlier band is 1% of the
+    the first camera upright, so the floor is near horizontal); the inlier band is 0.2% of the
     cloud's extent. Returns None when no such plane holds 10% of the points.
     """
     pts = np.asarray(points, dtype=np.float64)
@@ -92,7 +92,7 @@ def floor_alignment(points: np.ndarray, iterations: int = 200, seed: int = 0) ->
     if len(pts) > 20000:
         pts = pts[rng.choice(len(pts), 20000, replace=False)]
     extent = np.linalg.norm(np.percentile(pts, 95, axis=0) - np.percentile(pts, 5, axis=0))
-    band = max(0.01 * extent, 1e-6)
+    band = max(0.002 * extent, 1e-6)
     # All hypotheses at once: planes through random triples, scored in one matrix product.
     a, b, c = (pts[rng.integers(0, len(pts), iterations)] for _ in range(3))
     normals = np.cross(b - a, c - a)
