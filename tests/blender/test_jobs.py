@@ -26,7 +26,7 @@ def _conftest():
 
 BACKEND_PYTHON, synth_bundle = _conftest().BACKEND_PYTHON, _conftest().synth_bundle
 
-ROT_TOL_DEG = 2.5  # classical SfM (GLOMAP), 320x240, known K: measured max 1.3 deg (drift grows along the clip)
+ROT_TOL_DEG = 5.0  # the RRA@5 accuracy threshold (JOG3R/DUSt3R): a pose within 5 deg counts as correct
 POS_TOL = 0.15  # camera centres vs truth after least-squares scale, in units of the path length: measured 0.10 (orbit + handheld, GLOMAP)
 
 
