@@ -35,14 +35,16 @@ def bench(device: str, clips: int, batch: int, textures, frames=16, size=128, ob
     t_sample = time.perf_counter() - t0
     render_specs(specs[:min(batch, clips)], device=device)  # warm-up (kernels, texture atlas)
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, clips, batch):
         out = render_specs(specs[i:i + batch], device=device)
         del out
     _sync(device)
     t_render = time.perf_counter() - t0
+    cpu_render = time.process_time() - c0  # this process's CPU seconds: robust to a busy shared machine
     return {"device": device, "clips": clips, "sample_clips_s": clips / t_sample, "render_clips_s": clips / t_render,
             "end_to_end_clips_s": clips / (t_sample + t_render),
+            "render_cpu_s_per_clip": cpu_render / clips,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else None}
 
 
@@ -72,6 +74,7 @@ def main() -> None:
         print(f"[{name}] {clips} clips of {a.frames}x{a.size}x{a.size}, {a.objects} objects, batch {batch}: "
               f"sampling ({workers} workers) {r['sample_clips_s']:.1f} clips/s, rendering {r['render_clips_s']:.2f} clips/s, "
               f"end to end {r['end_to_end_clips_s']:.2f} clips/s"
+              + ("" if gpu else f" (render CPU time {r['render_cpu_s_per_clip']:.1f} s/clip over all threads)")
               + (f", peak GPU memory {r['peak_mem_gb']:.1f} GB" if gpu else ""))
 
 

@@ -509,21 +509,32 @@ def _albedo(mat: torch.Tensor, p: tuple, n: tuple, fp: torch.Tensor, atlas: list
 # Casting rays against every primitive of a chunk
 
 
-def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_max=None, want_index=True):
+def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_max=None, want_index=True,
+          camera_rays: bool = False):
     """Nearest primitive hit for M flat rays (origin o, unit direction d, clip bi, frame fi).
 
     A bounding-sphere test over all (ray, primitive) pairs picks the candidates; the exact
     intersection then runs per kind on the candidates only. Returns t (M,) (+inf: no hit)
     and the primitive slot (M,) (-1: no hit), or only t when ``want_index`` is False.
+    ``camera_rays``: the rays are every pixel of every frame in (clip, frame, pixel) order, all
+    from the frame's camera centre, so the per-primitive terms broadcast instead of gathering.
     """
     M = d[0].shape[0]
     dev = d[0].device
     N, F = pk["N"], pk["F"]
-    pos = pk["pos_bf"].index_select(0, bi * F + fi)  # (M, N, 3)
-    oc = tuple(o[i][:, None] - pos[..., i] for i in range(3))
-    b = _dot(oc, tuple(c[:, None] for c in d))
-    c = _dot(oc, oc) - pk["radius2"].index_select(0, bi)
-    disc = b * b - c
+    if camera_rays:
+        BF = pk["B"] * F
+        oc = tuple(pk["c2w_scene"][:, :, i, 3].reshape(BF, 1) - pk["pos_bf"][..., i] for i in range(3))  # (BF, N)
+        c = _dot(oc, oc) - pk["radius2"].repeat_interleave(F, dim=0)
+        b = _dot(tuple(x[:, None, :] for x in oc), tuple(v.view(BF, -1, 1) for v in d))  # (BF, P, N)
+        disc = (b * b - c[:, None, :]).view(M, N)
+        b = b.view(M, N)
+    else:
+        pos = pk["pos_bf"].index_select(0, bi * F + fi)  # (M, N, 3)
+        oc = tuple(o[i][:, None] - pos[..., i] for i in range(3))
+        b = _dot(oc, tuple(c[:, None] for c in d))
+        c = _dot(oc, oc) - pk["radius2"].index_select(0, bi)
+        disc = b * b - c
     sq = torch.sqrt(disc.clamp_min(0))
     cand = (disc >= 0) & (sq - b > EPS)
     if t_max is not None:
@@ -580,7 +591,7 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
     bi = flat(torch.arange(B, device=device)[:, None, None])
     fi = flat(torch.arange(F, device=device)[None, :, None])
 
-    t_obj, slot = _cast(pk, ow, dw, bi, fi)
+    t_obj, slot = _cast(pk, ow, dw, bi, fi, camera_rays=True)
 
     # Room (the camera is inside an axis-aligned box) or open ground (a disc at z = 0); sky.
     room = pk["room"].index_select(0, bi)
