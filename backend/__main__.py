@@ -18,6 +18,7 @@ COMMANDS = {
     "generate": ("backend.pipelines.cli_generate", "generate a shot (and its camera) from a prompt"),
     "reconstruct": ("backend.pipelines.cli_reconstruct", "dynamic 4D reconstruction of a clip"),
     "pair-pose": ("backend.pipelines.cli_pair_pose", "relative pose of two images"),
+    "export": ("backend.export_cli", "export a result bundle to COLMAP, nerfstudio, TUM or PLY"),
     "serve": ("backend.server.cli", "run the HTTP service the Blender add-on talks to"),
     "train": ("backend.train.cli", "train the unified model"),
     "eval": ("backend.eval.cli", "evaluate engines on held-out data"),

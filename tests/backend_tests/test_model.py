@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _model_helpers import SMALL  # noqa: E402
+from backend_tests.model_helpers import SMALL  # noqa: E402
 
 from backend.models import CONFIGS, ParallaxSTDiT, build_model  # noqa: E402
 from backend.models.geometry_head import activate  # noqa: E402

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _model_helpers import SMALL, fake_clip  # noqa: E402
+from backend_tests.model_helpers import SMALL, fake_clip  # noqa: E402
 
 from backend.models import ParallaxSTDiT  # noqa: E402
 from backend.train.losses import confidence_pointmap_loss, disparity_loss, ray_loss  # noqa: E402

@@ -1,0 +1,675 @@
+"""Batched torch ray caster for the synthetic 4D data engine (CPU and CUDA).
+
+``render_batch(seeds, ...)`` samples one :class:`~backend.data.scene.SceneSpec` per seed
+(plain numpy, shared with the Cycles exporter), packs the batch into padded tensors and ray
+casts every pixel of every frame of every clip at once: analytic intersections per primitive
+kind (sphere tracing for tori), procedural and photo materials, Lambertian shading with hard
+shadows from 1-2 lights plus ambient, and a sky at infinity for open scenes. There is no
+Python loop over pixels or clips in the hot path; only over the 6 primitive kinds and the
+lights. Outputs are exact ground truth for the pixel centres:
+
+- ``depth``: z-depth in each frame's camera (+inf for sky);
+- ``points``: each pixel's 3D point in the frame-0 camera (NaN for sky);
+- ``rays``: Plücker rays (unit direction, moment c x d) in the frame-0 camera;
+- ``c2w``: camera-to-world with world = frame-0 camera; ``K``: pixel intrinsics.
+
+Deterministic by seed; a clip does not depend on the other clips of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .scene import (HELDOUT_SEED_START, KINDS, PATTERNS, SceneSpec, heldout_seeds, is_heldout,  # noqa: F401
+                    list_textures, make_caption, sample_scene)
+from .scene import sample_train_seeds as _sample_train_seeds_np
+
+EPS = 1e-4  # minimum ray distance (metres)
+SHADOW_OFFSET = 2e-3  # shadow rays start this far off the surface
+TORUS_STEPS = 40
+TEXTURE_SIZE = 256
+GROUND_FOG = 45.0  # metres: distant open ground fades into the horizon colour
+
+
+@dataclass
+class ClipBatch:
+    """Ground-truth clips, batch first, tensors on one device (see the module docstring)."""
+
+    rgb: torch.Tensor  # (B, F, H, W, 3) uint8
+    depth: torch.Tensor  # (B, F, H, W) float32, +inf for sky
+    points: torch.Tensor  # (B, F, H, W, 3) float32, frame-0 camera, NaN for sky
+    rays: torch.Tensor  # (B, F, H, W, 6) float32 Plücker (d, c x d), frame-0 camera
+    c2w: torch.Tensor  # (B, F, 4, 4) float32, world = frame-0 camera
+    K: torch.Tensor  # (B, F, 3, 3) float32
+    dynamic_mask: torch.Tensor  # (B, F, H, W) bool
+    captions: list
+    motions: list
+    seeds: list
+    object_ids: Optional[torch.Tensor] = None  # (B, F, H, W) int16: primitive index, -1 room/ground, -2 sky
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def to(self, device) -> "ClipBatch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return ClipBatch(**moved)
+
+
+def sample_train_seeds(n: int, generator=None) -> list[int]:
+    """``n`` training seeds, all below HELDOUT_SEED_START. ``generator``: torch.Generator,
+    numpy Generator, int or None."""
+    if isinstance(generator, torch.Generator):
+        return torch.randint(0, HELDOUT_SEED_START, (n,), generator=generator).tolist()
+    return [int(s) for s in _sample_train_seeds_np(n, generator)]
+
+
+# ----------------------------------------------------------------------------------------
+# Public entry points
+
+
+def render_batch(seeds: list[int], frames: int = 16, height: int = 128, width: int = 128, device="cpu",
+                 textures: Optional[str] = None, intrinsics: Optional[dict] = None,
+                 dynamic: Optional[bool] = None, n_objects: Optional[int] = None,
+                 motion: Optional[str] = None, shadows: bool = True,
+                 chunk_rays: Optional[int] = None) -> ClipBatch:
+    """Render one clip per seed. See the module docstring for the outputs."""
+    tex_files = list_textures(textures) if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__") \
+        else list(textures or [])
+    specs = [sample_scene(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion)
+             for s in seeds]
+    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+
+
+def render_clip(seed: int, **kwargs) -> ClipBatch:
+    """One clip (B = 1)."""
+    return render_batch([seed], **kwargs)
+
+
+def render_specs(specs: list[SceneSpec], device="cpu", shadows: bool = True,
+                 chunk_rays: Optional[int] = None) -> ClipBatch:
+    """Render already-sampled scene descriptions (all of one frame count and size)."""
+    device = torch.device(device)
+    F, H, W = specs[0].frames, specs[0].height, specs[0].width
+    if any((s.frames, s.height, s.width) != (F, H, W) for s in specs):
+        raise ValueError("all clips of a batch need the same frames, height and width")
+    if chunk_rays is None:  # memory per ray is a few kB with 15 primitives: size chunks to fit
+        chunk_rays = (1 << 23) if device.type == "cuda" else (1 << 18)
+    per_clip = F * H * W
+    step = max(1, chunk_rays // per_clip)
+    atlas, tex_index = _texture_atlas(specs, device)
+    outs = [_render_chunk(specs[i:i + step], device, atlas, tex_index, shadows) for i in range(0, len(specs), step)]
+    counts = [c for o in outs for c in o.pop("counts").cpu().numpy()]
+    cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    captions = [make_caption(s, counts[i][:len(s.prims)]) for i, s in enumerate(specs)]
+    return ClipBatch(rgb=cat["rgb"], depth=cat["depth"], points=cat["points"], rays=cat["rays"], c2w=cat["c2w"],
+                     K=cat["K"], dynamic_mask=cat["dynamic"], captions=captions, motions=[s.motion for s in specs],
+                     seeds=[s.seed for s in specs], object_ids=cat["ids"])
+
+
+# ----------------------------------------------------------------------------------------
+# Textures
+
+_ATLAS_CACHE: dict = {}
+
+
+def _load_texture(path: str) -> np.ndarray:
+    from PIL import Image  # only needed with photo textures
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        s = min(im.size)  # square centre crop; random crops happen in UV space
+        left, top = (im.size[0] - s) // 2, (im.size[1] - s) // 2
+        im = im.crop((left, top, left + s, top + s)).resize((TEXTURE_SIZE, TEXTURE_SIZE), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _texture_atlas(specs: list[SceneSpec], device) -> tuple[torch.Tensor, dict]:
+    """(T*S*S, 3) linear-light texels of every photo used in the batch, and path -> atlas index."""
+    used = sorted({m.photo for s in specs for m in _materials(s) if m.pattern == "photo"})
+    if not used:
+        return torch.zeros(1, 3, device=device), {}
+    key = (tuple(used), str(device))
+    if key not in _ATLAS_CACHE:
+        if len(_ATLAS_CACHE) > 8:
+            _ATLAS_CACHE.clear()
+        imgs = np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0
+        _ATLAS_CACHE[key] = torch.from_numpy(imgs ** 2.2).reshape(-1, 3).to(device)
+    return _ATLAS_CACHE[key], {p: i for i, p in enumerate(used)}
+
+
+def _materials(spec: SceneSpec) -> list:
+    return [p.material for p in spec.prims] + [spec.floor, spec.walls, spec.ceiling_material]
+
+
+# ----------------------------------------------------------------------------------------
+# Packing the scene descriptions into tensors
+
+MAT_FIELDS = 20  # pattern, a(3), b(3), scale, axis(3), photo, rot, offset(2), gain(3), pad(2)
+
+
+def _pack_material(m, tex_index: dict) -> np.ndarray:
+    v = np.zeros(MAT_FIELDS, np.float64)
+    v[0] = PATTERNS.index(m.pattern)
+    v[1:4] = np.asarray(m.color_a) ** 2.2  # palette colours are display values; shade in linear light
+    v[4:7] = np.asarray(m.color_b) ** 2.2
+    v[7] = m.scale
+    v[8:11] = m.axis
+    v[11] = tex_index.get(m.photo, 0) if m.pattern == "photo" else 0
+    v[12] = m.rotation
+    v[13:15] = m.offset
+    v[15:18] = m.gain
+    return v
+
+
+def _pack(specs: list[SceneSpec], device, tex_index: dict) -> dict:
+    B, F = len(specs), specs[0].frames
+    N = max(1, max(len(s.prims) for s in specs))
+    kind = np.full((B, N), -1, np.int64)
+    radius2 = np.full((B, N), -1.0)  # bounding spheres, squared; -1: empty slot, never a candidate
+    size = np.ones((B, N, 3))
+    rot = np.tile(np.eye(3), (B, F, N, 1, 1))
+    pos = np.zeros((B, F, N, 3))
+    moving = np.zeros((B, N), bool)
+    mats = np.zeros((B, N + 3, MAT_FIELDS))
+    setting_open = np.zeros(B, bool)
+    room = np.zeros((B, 3))
+    ceiling = np.zeros(B, bool)
+    light_kind = np.zeros((B, 2), np.int64)  # 0 none, 1 point, 2 sun
+    light_vec = np.zeros((B, 2, 3))
+    light_col = np.zeros((B, 2, 3))
+    ambient = np.zeros((B, 3))
+    sky = np.zeros((B, 2, 3))
+    c2w_scene = np.zeros((B, F, 4, 4))
+    K = np.zeros((B, 3, 3))
+    for b, s in enumerate(specs):
+        for i, p in enumerate(s.prims):
+            kind[b, i] = KINDS.index(p.kind)
+            size[b, i] = p.size
+            rot[b, :, i] = p.rot
+            pos[b, :, i] = p.pos
+            moving[b, i] = p.moving
+            radius2[b, i] = (p.radius * 1.001 + 1e-4) ** 2
+        for j, m in enumerate(_materials(s)[:len(s.prims)]):
+            mats[b, j] = _pack_material(m, tex_index)
+        for j, m in enumerate((s.floor, s.walls, s.ceiling_material)):
+            mats[b, N + j] = _pack_material(m, tex_index)
+        setting_open[b] = s.setting == "open"
+        room[b] = s.room_size
+        ceiling[b] = s.ceiling
+        for li, light in enumerate(s.lights[:2]):
+            light_kind[b, li] = 1 if light.kind == "point" else 2
+            light_vec[b, li] = light.vector
+            light_col[b, li] = light.color
+        ambient[b] = s.ambient
+        sky[b, 0], sky[b, 1] = np.asarray(s.sky_horizon) ** 2.2, np.asarray(s.sky_top) ** 2.2
+        c2w_scene[b] = s.c2w
+        K[b] = s.K
+    # Outputs live in the frame-0 camera: c2w_rel[f] = inv(c2w[0]) @ c2w[f], in float64.
+    c2w_rel = np.linalg.inv(c2w_scene[:, :1]) @ c2w_scene
+    f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
+    return dict(
+        B=B, F=F, N=N, kind=kind, kind_t=torch.as_tensor(kind, device=device), size=f32(size),
+        radius2=f32(radius2),
+        rot=f32(rot), pos=f32(pos), moving=torch.as_tensor(moving, device=device), mats=f32(mats),
+        open=torch.as_tensor(setting_open, device=device), room=f32(room),
+        ceiling=torch.as_tensor(ceiling, device=device), light_kind=torch.as_tensor(light_kind, device=device),
+        light_vec=f32(light_vec), light_col=f32(light_col), ambient=f32(ambient), sky=f32(sky),
+        c2w_scene=f32(c2w_scene), c2w_rel=f32(c2w_rel), K=f32(K))
+
+
+# ----------------------------------------------------------------------------------------
+# Small vector helpers on component tuples (elementwise only: results never depend on the
+# batch layout, unlike matmul kernels that pick different reduction orders per shape).
+
+
+def _rotT(R: torch.Tensor, v: tuple) -> tuple:
+    """R^T v for R (..., 3, 3) and v a tuple of 3 broadcastable tensors."""
+    return tuple(R[..., 0, i] * v[0] + R[..., 1, i] * v[1] + R[..., 2, i] * v[2] for i in range(3))
+
+
+def _rot(R: torch.Tensor, v: tuple) -> tuple:
+    return tuple(R[..., i, 0] * v[0] + R[..., i, 1] * v[1] + R[..., i, 2] * v[2] for i in range(3))
+
+
+def _dot(a: tuple, b: tuple) -> torch.Tensor:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cand(t: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    return torch.where(ok & (t > EPS), t, torch.full_like(t, math.inf))
+
+
+def _safe(x: torch.Tensor) -> torch.Tensor:
+    """x with exact zeros nudged, so 1/x is a huge finite number of the right sign."""
+    return torch.where(x.abs() < 1e-12, torch.full_like(x, 1e-12), x)
+
+
+# ----------------------------------------------------------------------------------------
+# Ray-primitive intersections, object frame, unit directions. Each returns the nearest t > EPS
+# or +inf. o and d are tuples (x, y, z) of broadcastable tensors; size is (..., 3).
+
+
+def _hit_sphere(o, d, size, centre_z=0.0):
+    r = size[..., 0]
+    oz = o[2] - centre_z
+    b = o[0] * d[0] + o[1] * d[1] + oz * d[2]
+    c = o[0] * o[0] + o[1] * o[1] + oz * oz - r * r
+    disc = b * b - c
+    sq = torch.sqrt(disc.clamp_min(0))
+    hit = disc >= 0
+    t0, t1 = -b - sq, -b + sq
+    return torch.minimum(_cand(t0, hit), _cand(t1, hit))
+
+
+def _hit_box(o, d, size):
+    tn, tf = None, None
+    for i in range(3):
+        inv = 1.0 / _safe(d[i])
+        a, b = (-size[..., i] - o[i]) * inv, (size[..., i] - o[i]) * inv
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        tn = lo if tn is None else torch.maximum(tn, lo)
+        tf = hi if tf is None else torch.minimum(tf, hi)
+    hit = tn <= tf
+    return torch.minimum(_cand(tn, hit), _cand(tf, hit))
+
+
+def _hit_cylinder(o, d, size, caps=True):
+    r, h = size[..., 0], size[..., 1]
+    a = _safe(d[0] * d[0] + d[1] * d[1])
+    b = o[0] * d[0] + o[1] * d[1]
+    c = o[0] * o[0] + o[1] * o[1] - r * r
+    disc = b * b - a * c
+    sq = torch.sqrt(disc.clamp_min(0))
+    t = None
+    for tt in ((-b - sq) / a, (-b + sq) / a):
+        z = o[2] + tt * d[2]
+        cand = _cand(tt, (disc >= 0) & (z.abs() <= h))
+        t = cand if t is None else torch.minimum(t, cand)
+    if caps:
+        dz = _safe(d[2])
+        for zc in (h, -h):
+            tt = (zc - o[2]) / dz
+            x, y = o[0] + tt * d[0], o[1] + tt * d[1]
+            t = torch.minimum(t, _cand(tt, x * x + y * y <= r * r))
+    return t
+
+
+def _hit_cone(o, d, size):
+    r, h = size[..., 0], size[..., 1]
+    k2 = (r / (2 * h)) ** 2
+    oz = o[2] - h  # apex at z = +h
+    a = d[0] * d[0] + d[1] * d[1] - k2 * d[2] * d[2]
+    a = torch.where(a.abs() < 1e-9, torch.full_like(a, 1e-9), a)
+    b = o[0] * d[0] + o[1] * d[1] - k2 * oz * d[2]
+    c = o[0] * o[0] + o[1] * o[1] - k2 * oz * oz
+    disc = b * b - a * c
+    sq = torch.sqrt(disc.clamp_min(0))
+    t = None
+    for tt in ((-b - sq) / a, (-b + sq) / a):
+        z = o[2] + tt * d[2]
+        cand = _cand(tt, (disc >= 0) & (z >= -h) & (z <= h))
+        t = cand if t is None else torch.minimum(t, cand)
+    tt = (-h - o[2]) / _safe(d[2])
+    x, y = o[0] + tt * d[0], o[1] + tt * d[1]
+    return torch.minimum(t, _cand(tt, x * x + y * y <= r * r))
+
+
+def _hit_capsule(o, d, size):
+    h = size[..., 1]
+    t = _hit_cylinder(o, d, size, caps=False)
+    return torch.minimum(t, torch.minimum(_hit_sphere(o, d, size, h), _hit_sphere(o, d, size, -h)))
+
+
+def _hit_torus(o, d, size):
+    """Sphere tracing of the exact torus SDF inside its bounding sphere (no overshoot)."""
+    R, r = size[..., 0], size[..., 1]
+    b = _dot(o, d)
+    c = _dot(o, o) - (R + r) ** 2
+    disc = b * b - c
+    sq = torch.sqrt(disc.clamp_min(0))
+    t_in, t_out = -b - sq, -b + sq
+    t = torch.maximum(t_in, torch.full_like(t_in, EPS))
+    for _ in range(TORUS_STEPS):
+        x, y, z = o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]
+        q = torch.sqrt(x * x + y * y) - R
+        t = t + (torch.sqrt(q * q + z * z) - r)
+    x, y, z = o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]
+    q = torch.sqrt(x * x + y * y) - R
+    dist = torch.sqrt(q * q + z * z) - r
+    return _cand(t, (disc >= 0) & (dist.abs() < 1e-3 * (1 + r)) & (t < t_out))
+
+
+HIT = {"box": _hit_box, "sphere": _hit_sphere, "cylinder": _hit_cylinder, "cone": _hit_cone,
+       "capsule": _hit_capsule, "torus": _hit_torus}
+
+
+def _normal_of_kind(k: str, p: tuple, size: torch.Tensor) -> tuple:
+    """Outward (unnormalised) normal at object-frame surface points p of kind ``k``."""
+    x, y, z = p
+    s0, s1, s2 = size[..., 0], size[..., 1], size[..., 2]
+    rho = torch.sqrt(x * x + y * y).clamp_min(1e-9)
+    zero = torch.zeros_like(x)
+    if k == "box":  # the face whose slab the point sits on
+        ax, ay, az = (x / s0).abs(), (y / s1).abs(), (z / s2).abs()
+        fx = (ax >= ay) & (ax >= az)
+        fy = ~fx & (ay >= az)
+        fz = ~fx & ~fy
+        return (torch.where(fx, torch.sign(x), zero), torch.where(fy, torch.sign(y), zero),
+                torch.where(fz, torch.sign(z), zero))
+    if k == "sphere":
+        return p
+    if k == "cylinder":  # side or cap, whichever the point is closer to
+        cap = (z.abs() - s1) > (rho - s0)
+        return (torch.where(cap, zero, x / rho), torch.where(cap, zero, y / rho), torch.where(cap, torch.sign(z), zero))
+    if k == "cone":  # gradient of rho - k (h - z) on the side; the base cap at z = -h
+        base = ((z + s1).abs() < 1e-3 * (1 + s1)) & (rho <= s0 * (1 + 1e-3))
+        return (torch.where(base, zero, x / rho), torch.where(base, zero, y / rho),
+                torch.where(base, zero - 1, zero + s0 / (2 * s1)))
+    if k == "capsule":
+        return (x, y, z - z.clamp(-s1, s1))
+    q = rho - s0  # torus
+    return (q * x / rho, q * y / rho, z)
+
+
+# ----------------------------------------------------------------------------------------
+# Materials: procedural patterns on 3D (object or world) coordinates; photos by box projection
+
+
+def _hash01(ix, iy, iz) -> torch.Tensor:
+    """Integer lattice hash in [0, 1): exact integer arithmetic, identical on every device."""
+    h = ix * 73856093 ^ iy * 19349663 ^ iz * 83492791
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFF).to(torch.float32) / 65535.0
+
+
+def _value_noise(p: tuple) -> torch.Tensor:
+    fl = [torch.floor(c) for c in p]
+    w = [(c - f) * (c - f) * (3 - 2 * (c - f)) for c, f in zip(p, fl)]
+    i = [f.to(torch.int64) for f in fl]
+    out = 0
+    for cx in (0, 1):
+        for cy in (0, 1):
+            for cz in (0, 1):
+                wt = (w[0] if cx else 1 - w[0]) * (w[1] if cy else 1 - w[1]) * (w[2] if cz else 1 - w[2])
+                out = out + wt * _hash01(i[0] + cx, i[1] + cy, i[2] + cz)
+    return out
+
+
+def _plane_uv(p: tuple, n: tuple) -> tuple:
+    """Box projection: the two coordinates across the dominant axis of the normal."""
+    ax, ay, az = n[0].abs(), n[1].abs(), n[2].abs()
+    use_x = (ax >= ay) & (ax >= az)
+    use_y = ~use_x & (ay >= az)
+    u = torch.where(use_x, p[1], p[0])
+    v = torch.where(use_x | use_y, p[2], p[1])
+    return u, v
+
+
+def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
+    """(m, 3) linear albedo of one pattern for the gathered material rows ``mat`` (m, 20)."""
+    a, b = mat[:, 1:4], mat[:, 4:7]
+    scale = mat[:, 7]
+    axis = (mat[:, 8], mat[:, 9], mat[:, 10])
+    q = tuple(c / scale + 0.25 for c in p)  # +0.25: surfaces at integer coordinates never sit on a cell edge
+    if name == "solid":
+        return a
+    if name == "checker":
+        odd = (torch.floor(q[0]) + torch.floor(q[1]) + torch.floor(q[2])).remainder(2) >= 1
+        return torch.where(odd[:, None], b, a)
+    if name == "stripes":
+        return torch.where((_dot(q, axis).remainder(1) < 0.5)[:, None], b, a)
+    if name == "noise":
+        s = 0.65 * _value_noise(q) + 0.35 * _value_noise(tuple(c * 2.7 for c in q))
+        return b + (a - b) * s[:, None]
+    if name == "gradient":
+        g = (0.5 + 0.2 * _dot(p, axis) / scale).clamp(0, 1)
+        return a + (b - a) * g[:, None]
+    u, v = _plane_uv(p, n)
+    if name == "bricks":
+        bw, bh = scale, scale * 0.45
+        row = torch.floor(v / bh + 0.25)
+        bu = u / bw + 0.5 * row.remainder(2) + 0.25
+        fu, fv = bu.remainder(1), (v / bh + 0.25).remainder(1)
+        mortar = (fu < 0.04) | (fv < 0.09)
+        ri = row.to(torch.int64)
+        var = 0.75 + 0.4 * _hash01(torch.floor(bu).to(torch.int64), ri, ri * 0)
+        return torch.where(mortar[:, None], b, a * var[:, None])
+    # photo: rotate, scale (metres per tile), offset (the random crop), wrap; nearest texel
+    cr, sr = torch.cos(mat[:, 12]), torch.sin(mat[:, 12])
+    pu = (cr * u - sr * v) / scale + mat[:, 13]
+    pv = (sr * u + cr * v) / scale + mat[:, 14]
+    S = TEXTURE_SIZE
+    ix = (pu.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+    iy = (pv.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+    idx = (mat[:, 11].to(torch.int64) * S + iy) * S + ix
+    return atlas[idx] * mat[:, 15:18]
+
+
+def _albedo(mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
+    """(m, 3) linear albedo: each pattern is evaluated only on the pixels that use it."""
+    out = torch.empty(mat.shape[0], 3, device=mat.device)
+    pid = mat[:, 0].to(torch.int64)
+    for k, name in enumerate(PATTERNS):
+        sel = (pid == k).nonzero()[:, 0]
+        if sel.numel():
+            out[sel] = _pattern(name, mat[sel], tuple(c[sel] for c in p), tuple(c[sel] for c in n), atlas)
+    return out.clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------
+# Casting rays against every primitive of a chunk
+
+
+def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_max=None, want_index=True):
+    """Nearest primitive hit for M flat rays (origin o, unit direction d, clip bi, frame fi).
+
+    A bounding-sphere test over all (ray, primitive) pairs picks the candidates; the exact
+    intersection then runs per kind on the candidates only. Returns t (M,) (+inf: no hit)
+    and the primitive slot (M,) (-1: no hit), or only t when ``want_index`` is False.
+    """
+    M = d[0].shape[0]
+    dev = d[0].device
+    pos = pk["pos"][bi, fi]  # (M, N, 3)
+    oc = tuple(o[i][:, None] - pos[..., i] for i in range(3))
+    b = _dot(oc, tuple(c[:, None] for c in d))
+    c = _dot(oc, oc) - pk["radius2"][bi]
+    disc = b * b - c
+    sq = torch.sqrt(disc.clamp_min(0))
+    cand = (disc >= 0) & (sq - b > EPS)
+    if t_max is not None:
+        cand &= (-b - sq) < t_max[:, None]
+    ray, slot = cand.nonzero(as_tuple=True)
+    t_all = torch.full((ray.shape[0],), math.inf, device=dev)
+    kinds = pk["kind_t"][bi[ray], slot]
+    for k, name in enumerate(KINDS):
+        sel = (kinds == k).nonzero()[:, 0]
+        if sel.numel() == 0:
+            continue
+        r, s = ray[sel], slot[sel]
+        cb, cf = bi[r], fi[r]
+        R = pk["rot"][cb, cf, s]  # (m, 3, 3)
+        T = pk["pos"][cb, cf, s]
+        ol = _rotT(R, tuple(o[i][r] - T[:, i] for i in range(3)))
+        dl = _rotT(R, tuple(c[r] for c in d))
+        t_all[sel] = HIT[name](ol, dl, pk["size"][cb, s])
+    if t_max is not None:
+        t_all = torch.where(t_all < t_max[ray], t_all, torch.full_like(t_all, math.inf))
+    best = torch.full((M,), math.inf, device=dev).scatter_reduce_(0, ray, t_all, "amin")
+    if not want_index:
+        return best, None
+    win = (t_all == best[ray]) & torch.isfinite(t_all)
+    best_slot = torch.full((M,), -1, dtype=torch.int64, device=dev)
+    best_slot.scatter_reduce_(0, ray, torch.where(win, slot, torch.full_like(slot, -1)), "amax")
+    return best, best_slot
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering one chunk of clips
+
+
+def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
+    pk = _pack(specs, device, tex_index)
+    B, F, N = pk["B"], pk["F"], pk["N"]
+    H, W = specs[0].height, specs[0].width
+    P = H * W
+    M = B * F * P
+
+    # Camera rays through pixel centres: d_cam = K^-1 (u, v, 1), normalised.
+    v_, u_ = torch.meshgrid(torch.arange(H, device=device, dtype=torch.float32),
+                            torch.arange(W, device=device, dtype=torch.float32), indexing="ij")
+    K = pk["K"]
+    dcx = (u_.reshape(1, P) - K[:, 0, 2, None]) / K[:, 0, 0, None]  # (B, P)
+    dcy = (v_.reshape(1, P) - K[:, 1, 2, None]) / K[:, 1, 1, None]
+    inv_len = torch.rsqrt(dcx * dcx + dcy * dcy + 1)
+    dc = tuple(c[:, None, :] for c in (dcx * inv_len, dcy * inv_len, inv_len))  # (B, 1, P)
+    flat = lambda x: x.expand(B, F, P).reshape(M)  # noqa: E731
+    dw = tuple(flat(c) for c in _rot(pk["c2w_scene"][:, :, None, :3, :3], dc))  # world directions (M,)
+    ow = tuple(flat(pk["c2w_scene"][:, :, i, 3][..., None]) for i in range(3))
+    bi = flat(torch.arange(B, device=device)[:, None, None])
+    fi = flat(torch.arange(F, device=device)[None, :, None])
+
+    t_obj, slot = _cast(pk, ow, dw, bi, fi)
+
+    # Room (the camera is inside an axis-aligned box) or open ground (a disc at z = 0); sky.
+    room = pk["room"][bi]
+    inf = torch.full_like(t_obj, math.inf)
+    tx = (torch.where(dw[0] > 0, room[:, 0], -room[:, 0]) / 2 - ow[0]) / _safe(dw[0])
+    ty = (torch.where(dw[1] > 0, room[:, 1], -room[:, 1]) / 2 - ow[1]) / _safe(dw[1])
+    tfloor = torch.where(dw[2] < 0, -ow[2] / _safe(dw[2]), inf)
+    ttop = torch.where(dw[2] > 0, (room[:, 2] - ow[2]) / _safe(dw[2]), inf)
+    is_open = pk["open"][bi]
+    tx, ty, ttop = (torch.where(is_open, inf, x) for x in (tx, ty, ttop))
+    t_env, face = torch.stack([tfloor, tx, ty, ttop], dim=-1).min(dim=-1)  # 0 floor, 1/2 walls, 3 top
+    gx, gy = ow[0] + tfloor * dw[0], ow[1] + tfloor * dw[1]
+    off_ground = is_open & ((gx * gx + gy * gy) > room[:, 0] ** 2)
+    no_ceiling = (face == 3) & ~pk["ceiling"][bi]
+    t_env = torch.where(off_ground | no_ceiling, inf, t_env)
+    use_obj = t_obj < t_env
+    t = torch.where(use_obj, t_obj, t_env)
+    slot = torch.where(use_obj, slot, torch.full_like(slot, -1))
+    sky = torch.isinf(t)
+    ids = torch.where(sky, torch.full_like(slot, -2), slot)
+
+    # Shade the surface pixels only (compacted).
+    hit = (~sky).nonzero()[:, 0]
+    hb, hf, hs, ho = bi[hit], fi[hit], slot[hit].clamp_min(0), use_obj[hit]
+    hd = tuple(c[hit] for c in dw)
+    xw = tuple(ow[i][hit] + t[hit] * hd[i] for i in range(3))
+    R = pk["rot"][hb, hf, hs]
+    T = pk["pos"][hb, hf, hs]
+    pl = _rotT(R, tuple(xw[i] - T[:, i] for i in range(3)))
+    nl = [torch.zeros_like(xw[0]) for _ in range(3)]
+    kind = pk["kind_t"][hb, hs]
+    for k, name in enumerate(KINDS):
+        sel = (ho & (kind == k)).nonzero()[:, 0]
+        if sel.numel():
+            nk = _normal_of_kind(name, tuple(c[sel] for c in pl), pk["size"][hb[sel], hs[sel]])
+            for i in range(3):
+                nl[i][sel] = nk[i]
+    norm = torch.sqrt(_dot(nl, nl)).clamp_min(1e-12)
+    nl = tuple(c / norm for c in nl)
+    n_obj = _rot(R, nl)
+    hface = face[hit]
+    zero, one = torch.zeros_like(xw[0]), torch.ones_like(xw[0])
+    n_env = (torch.where(hface == 1, -torch.sign(hd[0]), zero), torch.where(hface == 2, -torch.sign(hd[1]), zero),
+             torch.where(hface == 0, one, torch.where(hface == 3, -one, zero)))
+    n = tuple(torch.where(ho, n_obj[i], n_env[i]) for i in range(3))
+    tex_p = tuple(torch.where(ho, pl[i], xw[i]) for i in range(3))
+    tex_n = tuple(torch.where(ho, nl[i], n_env[i]) for i in range(3))
+    mat_id = torch.where(ho, hs, N + torch.where(hface == 0, 0, torch.where(hface == 3, 2, 1)))
+    albedo = _albedo(pk["mats"][hb, mat_id], tex_p, tex_n, atlas)
+
+    # Lambertian: ambient + 1-2 lights, hard shadows cast by the primitives.
+    facing = torch.where(_dot(n, hd) > 0, -one, one)
+    n = tuple(c * facing for c in n)
+    light = pk["ambient"][hb].clone()
+    for li in range(2):
+        lk = pk["light_kind"][hb, li]
+        if not bool((lk > 0).any()):
+            continue
+        lv = pk["light_vec"][hb, li]
+        to_l = tuple(torch.where(lk == 1, lv[:, i] - xw[i], -lv[:, i]) for i in range(3))
+        dist2 = _dot(to_l, to_l).clamp_min(1e-12)
+        dist = torch.sqrt(dist2)
+        ldir = tuple(c / dist for c in to_l)
+        w = _dot(n, ldir).clamp_min(0) * torch.where(lk == 1, 1.0 / dist2, one) * (lk > 0)
+        if shadows:
+            lit = (w > 0).nonzero()[:, 0]
+            so = tuple(xw[i][lit] + SHADOW_OFFSET * n[i][lit] for i in range(3))
+            tmax = torch.where(lk[lit] == 1, dist[lit], inf[:1].expand(lit.shape[0]))
+            ts, _ = _cast(pk, so, tuple(c[lit] for c in ldir), hb[lit], hf[lit], t_max=tmax, want_index=False)
+            w[lit] = torch.where(torch.isinf(ts), w[lit], zero[:1])
+        light = light + w[:, None] * pk["light_col"][hb, li]
+    col_hit = albedo * light
+    fog = torch.where(pk["open"][hb], 1 - torch.exp(-t[hit] / GROUND_FOG), zero)
+    col_hit = col_hit * (1 - fog[:, None]) + pk["sky"][hb, 0] * fog[:, None]
+
+    # Sky gradient by elevation, then the surface pixels on top.
+    up = dw[2].clamp(0, 1).sqrt()[:, None]
+    col = pk["sky"][bi, 0] * (1 - up) + pk["sky"][bi, 1] * up
+    col[hit] = col_hit
+    rgb = col.clamp(0, 1).pow(1 / 2.2).mul(255).round().to(torch.uint8)
+
+    # Ground truth in the frame-0 camera: X = c_rel + t (R_rel d_cam); depth = t * (d . z_cam).
+    d0 = tuple(flat(c) for c in _rot(pk["c2w_rel"][:, :, None, :3, :3], dc))
+    crel = tuple(flat(pk["c2w_rel"][:, :, i, 3][..., None]) for i in range(3))
+    nan = torch.full_like(t, math.nan)
+    points = torch.stack([torch.where(sky, nan, crel[i] + t * d0[i]) for i in range(3)], dim=-1)
+    depth = t * flat(inv_len[:, None, :])
+    m = (crel[1] * d0[2] - crel[2] * d0[1], crel[2] * d0[0] - crel[0] * d0[2], crel[0] * d0[1] - crel[1] * d0[0])
+    rays = torch.stack([d0[0], d0[1], d0[2], *m], dim=-1)
+    dyn = pk["moving"][bi, slot.clamp_min(0)] & (slot >= 0)
+    counts = torch.zeros(B, N + 1, device=device, dtype=torch.int64)
+    counts.view(-1).scatter_add_(0, bi * (N + 1) + slot + 1, torch.ones_like(slot))
+
+    shp = (B, F, H, W)
+    return dict(rgb=rgb.reshape(*shp, 3), depth=depth.reshape(shp), points=points.reshape(*shp, 3),
+                rays=rays.reshape(*shp, 6), c2w=pk["c2w_rel"],
+                K=pk["K"][:, None].expand(B, F, 3, 3).contiguous(), dynamic=dyn.reshape(shp),
+                ids=ids.reshape(shp).to(torch.int16), counts=counts[:, 1:])
+
+
+# ----------------------------------------------------------------------------------------
+# Bundles
+
+
+def clip_to_bundle(batch: ClipBatch, i: int = 0, fps: float = 24.0):
+    """Clip ``i`` of ``batch`` as a ground-truth result bundle (backend.bundle.Bundle)."""
+    from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
+
+    rgb = batch.rgb[i].cpu().numpy()
+    depth = batch.depth[i].cpu().numpy()
+    pts_cam0 = batch.points[i].cpu().numpy()
+    c2w = batch.c2w[i].cpu().numpy().astype(np.float64)
+    K = batch.K[i].cpu().numpy().astype(np.float64)
+    F, H, W = depth.shape
+    # Re-orthonormalise in float64: the float32 rotation must pass the bundle's rotation check.
+    for f in range(F):
+        U, _, Vt = np.linalg.svd(c2w[f, :3, :3])
+        c2w[f, :3, :3] = U @ Vt
+    cams = [CameraFrame(index=f, c2w=c2w[f], fx=float(K[f, 0, 0]), fy=float(K[f, 1, 1]),
+                        cx=float(K[f, 0, 2]), cy=float(K[f, 1, 2])) for f in range(F)]
+    points, depths = [], []
+    for f in range(F):
+        valid = np.isfinite(depth[f])
+        xyz = pts_cam0[f][valid].astype(np.float32)  # world = frame-0 camera already
+        points.append(PointFrame(xyz=xyz, rgb=rgb[f][valid], conf=np.ones(len(xyz), np.float16)))
+        depths.append(DepthFrame(depth=depth[f].astype(np.float32), conf=valid.astype(np.float16)))
+    return Bundle(task="ground_truth", width=W, height=H, frame_count=F, fps=float(fps), engine="synthetic",
+                  model_id="parallax-synth", frames=[rgb[f] for f in range(F)], cameras=cams, points=points,
+                  depth=depths, source={"seed": int(batch.seeds[i]), "caption": batch.captions[i],
+                                        "motion": batch.motions[i]})
+
+
+def clip_ground_truth(batch: ClipBatch, i: int = 0) -> dict:
+    """Clip ``i``'s full ground truth as numpy arrays (for the ``gt/`` npz beside a bundle)."""
+    out = {k: getattr(batch, k)[i].cpu().numpy() for k in ("depth", "points", "rays", "c2w", "K", "dynamic_mask")}
+    if batch.object_ids is not None:
+        out["object_ids"] = batch.object_ids[i].cpu().numpy()
+    return out

@@ -1,0 +1,28 @@
+"""``python -m backend export BUNDLE --format colmap|nerfstudio|tum|ply [--out PATH]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .bundle import BundleError, read_bundle
+from .exports import EXPORTERS
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("bundle", help="result bundle folder or .zip")
+    parser.add_argument("--format", required=True, choices=sorted(EXPORTERS))
+    parser.add_argument("--out", help="output path (default: inside the bundle folder)")
+
+
+def main(args) -> int:
+    try:
+        bundle = read_bundle(args.bundle, load_depth=False)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    export, default_name = EXPORTERS[args.format]
+    out = Path(args.out) if args.out else bundle.path / default_name
+    export(bundle, out)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,237 @@
+"""What a job can run: the task registry, the job context and the ``solve`` task.
+
+A :class:`Task` names a pipeline entry point ``run(ctx: JobContext) -> Bundle | Path`` (a
+Bundle in memory, which the server writes atomically, or the path of a bundle directory the
+pipeline already wrote), the pydantic model its parameters must satisfy, and the inputs it
+takes. The entry may be given as ``"module:attr"`` and is imported only when first used, so a
+task whose pipeline is not in this build is reported unavailable (with the reason) by
+``/v1/health`` and refused by ``POST /v1/jobs`` -- never faked.
+
+Progress: the pipeline calls ``ctx.progress(fraction, stage)`` (fraction of the whole job in
+[0, 1]; stage a short human label) once per denoising step / alignment iteration / window.
+It returns False once the job is cancelled; the pipeline must then stop. A pipeline that
+keeps calling after that gets :class:`JobCancelled` raised from the call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .config import Limits
+from .uploads import UploadInfo
+
+# This package's parent: "backend" when run as ``python -m backend``, "<addon>.backend" when
+# imported as part of the Blender add-on.
+_BACKEND_PKG = __package__.rsplit(".", 1)[0]
+
+
+class JobCancelled(Exception):
+    """Raised from ``ctx.progress`` when a cancelled job's pipeline keeps going."""
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    inputs: list  # list[UploadInfo], in the order the job named them
+    params: Any  # the task's validated params model instance
+    work_dir: Path  # scratch space, removed when the job ends
+    progress: Callable[[float, str], bool]
+    cache: dict  # per task, kept between jobs (loaded models); emptied by /v1/release
+    limits: Limits
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Task:
+    name: str
+    description: str
+    run: Union[str, Callable[[JobContext], Any]]  # callable or "module:attr"
+    params_model: type = NoParams
+    input_kinds: tuple = ("video", "image")
+    min_inputs: int = 1
+    max_inputs: int = 1
+    # Extra availability check (returns the reason it is unavailable, or None).
+    check: Optional[Callable[[], Optional[str]]] = None
+    video_alone: bool = True  # a video input must be the job's only input
+    _resolved: Any = field(default=None, repr=False)
+    _reason: Any = field(default=False, repr=False)  # False: not checked yet
+
+    def resolve(self) -> Callable[[JobContext], Any]:
+        if self._resolved is None:
+            self._resolved = self.run if callable(self.run) else import_entry(self.run)
+        return self._resolved
+
+    def unavailable_reason(self) -> Optional[str]:
+        """None when the task can run here; checked once per process, then cached."""
+        if self._reason is False:
+            try:
+                reason = self.check() if self.check else None
+                if reason is None:
+                    self.resolve()
+            except Exception as e:  # ImportError of the pipeline or its dependencies
+                reason = f"{type(e).__name__}: {e}"
+            self._reason = reason
+        return self._reason
+
+    def describe(self) -> dict:
+        reason = self.unavailable_reason()
+        return {
+            "available": reason is None,
+            "reason": reason,
+            "description": self.description,
+            "inputs": {"kinds": list(self.input_kinds), "min": self.min_inputs, "max": self.max_inputs},
+            "params_schema": self.params_model.model_json_schema(),
+        }
+
+
+def import_entry(spec: str) -> Any:
+    """Import ``"package.module:attr"``; a leading ``backend.`` follows this package's name."""
+    module_name, _, attr = spec.partition(":")
+    if module_name == "backend" or module_name.startswith("backend."):
+        module_name = _BACKEND_PKG + module_name[len("backend"):]
+    module = importlib.import_module(module_name)
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"{module_name} has no {attr!r} (pipeline not in this build)") from None
+
+
+class TaskRegistry:
+    def __init__(self, tasks: tuple = ()):
+        self._tasks: dict[str, Task] = {}
+        for t in tasks:
+            self.register(t)
+
+    def register(self, task: Task) -> None:
+        self._tasks[task.name] = task
+
+    def get(self, name: str) -> Optional[Task]:
+        return self._tasks.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def describe(self) -> dict:
+        return {name: self._tasks[name].describe() for name in self.names()}
+
+
+# ----------------------------------------------------------------------------------------
+# solve: cameras (and sparse points) of a clip or an image sequence with a registered engine.
+#
+# Engine contract (backend/engines/__init__.py): ``ENGINES = {"name": "module:Class"}``; the
+# class is built with no arguments, once per server process (kept in ctx.cache: the model
+# stays loaded), and called as
+#     engine.solve(frames, fps=fps, progress=progress) -> Bundle
+# with frames a (F, H, W, 3) uint8 array. Frames come from backend.io_video:
+#     read_video(path) -> (frames, fps)     read_images(paths) -> frames
+# both raising ValueError with a human message.
+
+
+def engine_specs() -> dict:
+    return dict(import_entry("backend.engines").ENGINES)
+
+
+def engines_status() -> dict:
+    """{name: {"available": bool, "reason": str|None}} for /v1/health, never faked."""
+    try:
+        specs = engine_specs()
+    except Exception:  # no engine registry in this build: tasks.solve says why
+        return {}
+    return {name: _engine_status(name, spec) for name, spec in specs.items()}
+
+
+_ENGINE_STATUS: dict = {}
+
+
+def _engine_status(name: str, spec: str) -> dict:
+    if name not in _ENGINE_STATUS:
+        try:
+            import_entry(spec)
+            _ENGINE_STATUS[name] = {"available": True, "reason": None}
+        except Exception as e:
+            _ENGINE_STATUS[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    return _ENGINE_STATUS[name]
+
+
+class SolveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engine: str = Field("colmap", description="engine name, one of /v1/health 'engines'")
+    stride: int = Field(1, ge=1, le=100, description="use every n-th frame")
+    max_frames: Optional[int] = Field(None, ge=2, le=100_000, description="cap on frames used")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        try:
+            names = list(engine_specs())
+        except Exception:
+            names = []
+        if v not in names:
+            raise ValueError(f"unknown engine {v!r}; available: {', '.join(names) or 'none in this build'}")
+        return v
+
+
+def _check_solve() -> Optional[str]:
+    io_video = import_entry("backend.io_video")
+    missing = [f for f in ("read_video", "read_images") if not hasattr(io_video, f)]
+    if missing:
+        return f"backend.io_video lacks {', '.join(missing)}"
+    engine_specs()  # raises (and so reports) when the registry itself is missing
+    status = engines_status()
+    if not any(s["available"] for s in status.values()):
+        return "no engine available: " + "; ".join(f"{k}: {s['reason']}" for k, s in status.items())
+    return None
+
+
+def run_solve(ctx: JobContext):
+    import numpy as np
+
+    io_video = import_entry("backend.io_video")
+    p: SolveParams = ctx.params
+    ctx.progress(0.0, "reading frames")
+    if ctx.inputs[0].kind == "video":
+        frames, fps = io_video.read_video(ctx.inputs[0].path)
+    else:
+        frames, fps = io_video.read_images([u.path for u in ctx.inputs]), 24.0
+    frames = np.asarray(frames)[:: p.stride]
+    if p.max_frames:
+        frames = frames[: p.max_frames]
+    if len(frames) < 2:
+        raise ValueError(f"only {len(frames)} frame(s) left after stride {p.stride}; a solve needs 2 or more")
+    key = ("engine", p.engine)
+    if key not in ctx.cache:
+        ctx.progress(0.0, f"loading engine {p.engine}")
+        ctx.cache[key] = import_entry(engine_specs()[p.engine])()
+    return ctx.cache[key].solve(frames, fps=float(fps or 24.0) / p.stride, progress=ctx.progress)
+
+
+# Tasks of DESIGN section 1 beyond solve: their pipelines serve through a ``serve(ctx)``
+# function of the named module; until it exists, /v1/health says so.
+def default_registry() -> TaskRegistry:
+    return TaskRegistry((
+        Task("solve", "cameras and sparse points of a clip (one video, or 2+ images in order)",
+             run_solve, SolveParams, ("video", "image"), 1, 100_000, check=_check_solve),
+        Task("generate", "a shot and its camera from a prompt", "backend.pipelines.generate:serve",
+             min_inputs=0, max_inputs=2, input_kinds=("image",)),
+        Task("reconstruct", "dynamic 4D reconstruction of a clip", "backend.pipelines.reconstruct:serve",
+             input_kinds=("video",)),
+        Task("pair_pose", "relative pose of two images", "backend.pipelines.pair_pose:serve",
+             min_inputs=2, max_inputs=2, input_kinds=("image",)),
+    ))

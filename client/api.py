@@ -1,0 +1,176 @@
+"""HTTP client of the backend service (DESIGN section 4). Standard library + requests only.
+
+Every call is a short blocking HTTP request (milliseconds on loopback) except ``upload``,
+``download_bundle`` and ``wait``, which take as long as the transfer or the job. From a
+``bpy.app.timers`` callback use :mod:`client.jobs` (``start_job``), which runs those in a
+thread and offers a non-blocking ``poll()``. A Client may be shared between threads (each
+call opens its own connection pool entry; requests.Session is not shared across threads).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import requests
+
+from .errors import BackendCrashed, BackendUnavailable, JobCancelled, JobFailed, RequestRejected
+
+try:  # inside the add-on: client/ and backend/ are sibling subpackages
+    from ..backend.bundle import unzip_bundle
+except ImportError:  # client imported as a top-level package (scripts, tests)
+    from backend.bundle import unzip_bundle
+
+FINAL_STATES = ("done", "failed", "cancelled")
+ProgressFn = Callable[[dict], None]
+
+
+class Client:
+    """Talks to one backend at ``url`` with bearer ``token``.
+
+    ``process``: the :class:`client.process.BackendProcess` behind ``url``, if local; when a
+    request cannot connect and that process has exited, :class:`BackendCrashed` is raised
+    (with its exit code and last log lines) instead of :class:`BackendUnavailable`.
+    """
+
+    def __init__(self, url: str, token: Optional[str], *, timeout: float = 30.0, process=None):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.process = process
+        self._local = threading.local()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.trust_env = False  # a system proxy must never see loopback traffic or the token
+            if self.token:
+                s.headers["Authorization"] = f"Bearer {self.token}"
+            self._local.session = s
+        return s
+
+    def _request(self, method: str, path: str, *, expect_json: bool = True, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            r = self._session.request(method, self.url + path, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise self._unreachable(e) from None
+        if r.status_code >= 400:
+            raise RequestRejected(r.status_code, _error_message(r))
+        return r.json() if expect_json else r
+
+    def _unreachable(self, e: Exception) -> Exception:
+        proc = self.process
+        if proc is not None:
+            # The process may need a moment to be reaped after its socket closed.
+            for _ in range(20):
+                if not proc.is_alive():
+                    break
+                time.sleep(0.05)
+            if not proc.is_alive():
+                return BackendCrashed(f"the Parallax backend process stopped unexpectedly (exit code "
+                                      f"{proc.exit_code}); the next job restarts it", proc.exit_code,
+                                      proc.log_tail())
+        kind = "timed out" if isinstance(e, requests.Timeout) else "connection failed"
+        return BackendUnavailable(f"cannot reach the Parallax backend at {self.url} ({kind}: {e})")
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def health(self) -> dict:
+        """``GET /v1/health``: version, device, memory, tasks (available + reason), engines, limits."""
+        return self._request("GET", "/v1/health")
+
+    def upload(self, path: os.PathLike | str, filename: Optional[str] = None) -> dict:
+        """``POST /v1/uploads``: stream a file; returns {id, filename, kind, bytes, width, height,
+        frames, fps, created}. The server validates it; a bad file raises RequestRejected."""
+        path = Path(path)
+        name = filename or path.name
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise RequestRejected(400, f"cannot read {str(path)!r}: {e.strerror}") from None
+        with open(path, "rb") as f:
+            # A file object body is streamed with its Content-Length (not held in memory).
+            return self._request("POST", "/v1/uploads", params={"filename": name}, data=f,
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Content-Length": str(size)},
+                                 timeout=(self.timeout, None))
+
+    def submit(self, task: str, inputs: Sequence[str] = (), params: Optional[dict] = None) -> dict:
+        """``POST /v1/jobs`` with upload ids; returns the job (``job["id"]``, ``job["state"]``...)."""
+        return self._request("POST", "/v1/jobs", json={"task": task, "inputs": list(inputs),
+                                                       "params": dict(params or {})})
+
+    def job(self, job_id: str) -> dict:
+        """``GET /v1/jobs/{id}``: state, progress (0..1), stage, message, eta_s, bundle_url."""
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        """``DELETE /v1/jobs/{id}``: cancel; a running job stops within a step."""
+        return self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def release(self) -> dict:
+        """``POST /v1/release``: free loaded models and cached GPU memory."""
+        return self._request("POST", "/v1/release")
+
+    def download_bundle(self, job_id: str, out_dir: os.PathLike | str) -> Path:
+        """``GET /v1/jobs/{id}/bundle``, unzipped (atomically, safely) into ``out_dir``."""
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        r = self._request("GET", f"/v1/jobs/{job_id}/bundle", expect_json=False, stream=True,
+                          timeout=(self.timeout, None))
+        fd, tmp = tempfile.mkstemp(prefix=".parallax-", suffix=".zip", dir=out_dir.parent)
+        try:
+            with os.fdopen(fd, "wb") as f, r:
+                shutil.copyfileobj(r.raw, f, 1 << 20)
+            return unzip_bundle(tmp, out_dir)
+        except (requests.ConnectionError, ConnectionError) as e:
+            raise self._unreachable(e) from None
+        finally:
+            os.unlink(tmp)
+
+    def wait(self, job_id: str, on_progress: Optional[ProgressFn] = None, poll_s: float = 0.25,
+             timeout: Optional[float] = None, should_cancel: Optional[Callable[[], bool]] = None) -> dict:
+        """Block until the job ends; return its final state when done.
+
+        Raises JobFailed / JobCancelled for those end states, BackendCrashed if the process
+        died, TimeoutError after ``timeout`` seconds. ``on_progress(job_dict)`` is called after
+        every poll; ``should_cancel()`` returning True sends a cancel (once).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cancel_sent = False
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["state"] == "done":
+                return job
+            if job["state"] == "failed":
+                raise JobFailed(job_id, job.get("message") or "unknown error")
+            if job["state"] == "cancelled":
+                raise JobCancelled(job_id, job.get("message", ""))
+            if should_cancel is not None and not cancel_sent and should_cancel():
+                self.cancel(job_id)
+                cancel_sent = True
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
+            time.sleep(poll_s)
+
+
+def _error_message(r: requests.Response) -> str:
+    try:
+        body = r.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return body["error"]
+    except ValueError:
+        pass
+    return (r.text or r.reason or "error").strip()[:500]

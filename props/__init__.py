@@ -1,0 +1,87 @@
+"""Add-on preferences (backend settings) and per-scene settings (task inputs, import options)."""
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+
+def addon_package() -> str:
+    # The add-on's package: "parallax" as a legacy add-on, "bl_ext.<repo>.parallax" as an
+    # extension. AddonPreferences.bl_idname must be exactly this.
+    return __package__.rsplit(".", 1)[0]
+
+
+class ParallaxPreferences(bpy.types.AddonPreferences):
+    bl_idname = addon_package()
+
+    backend_mode: EnumProperty(
+        name="Backend",
+        items=[("LOCAL", "Local subprocess", "Start the backend on this machine when a job needs it"),
+               ("REMOTE", "Remote host", "Use a backend already running on another machine")],
+        default="LOCAL")
+    python_path: StringProperty(
+        name="Backend Python", subtype="FILE_PATH",
+        description="Interpreter of the backend's environment (torch, diffusers, pycolmap...). "
+                    "Empty: the environment created by Parallax in its user directory")
+    remote_url: StringProperty(name="URL", default="http://127.0.0.1:8765",
+                               description="Base URL of a remote Parallax backend")
+    remote_token: StringProperty(name="Token", subtype="PASSWORD",
+                                 description="Bearer token the remote backend was started with")
+    device: EnumProperty(name="Device", items=[("auto", "Auto", "CUDA when present, else CPU"),
+                                               ("cuda", "CUDA", ""), ("cpu", "CPU", "")], default="auto")
+    default_engine: EnumProperty(
+        name="Camera engine",
+        items=[("unified", "Unified model", "Parallax's own video model (JOG3R heads)"),
+               ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)")],
+        default="unified")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend_mode", expand=True)
+        if self.backend_mode == "LOCAL":
+            layout.prop(self, "python_path")
+        else:
+            layout.prop(self, "remote_url")
+            layout.prop(self, "remote_token")
+        row = layout.row()
+        row.prop(self, "device")
+        row.prop(self, "default_engine")
+
+
+class ParallaxSceneSettings(bpy.types.PropertyGroup):
+    bundle_path: StringProperty(name="Bundle", subtype="FILE_PATH",
+                                description="Result bundle folder (bundle.json inside) or .zip")
+    scale: FloatProperty(name="Scale", default=1.0, min=1e-6, soft_max=100.0,
+                         description="Multiply reconstructed lengths (results have arbitrary scale)")
+    align_to_floor: BoolProperty(name="Align to Floor", default=False,
+                                 description="Rotate and move the result so its dominant ground plane is Z = 0")
+    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=0.5, subtype="DISTANCE",
+                              description="Point diameter; 0 picks one from the scene's extent")
+    conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0,
+                                  description="Hide points below this confidence")
+    show_all_frames: BoolProperty(name="Show All Frames", default=False,
+                                  description="Show every frame's points at once (static scenes)")
+    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
+        ("IMAGE", "Image", "Each point in the colour of its pixel"),
+        ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
+        ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage")])
+    max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
+                                      description="Keep an even subsample of each frame's points; 0 keeps all")
+    import_plate: BoolProperty(name="Image Plane", default=True,
+                               description="Footage on a plane parented to the camera")
+    camera_background: BoolProperty(name="Camera Background", default=True,
+                                     description="Footage as the camera's background image")
+    import_points: BoolProperty(name="Points", default=True)
+
+
+classes = (ParallaxPreferences, ParallaxSceneSettings)
+_register, _unregister = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register()
+    bpy.types.Scene.parallax = PointerProperty(type=ParallaxSceneSettings)
+
+
+def unregister():
+    del bpy.types.Scene.parallax
+    _unregister()

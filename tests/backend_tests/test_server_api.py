@@ -1,0 +1,328 @@
+"""The service against a real uvicorn on 127.0.0.1: auth, bind address, bad inputs, the job
+life cycle (done / cancelled / failed), queue limit, retention. Budget: ~30 s on 2 cores."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from backend.bundle import read_bundle
+from backend.server import retention
+from backend_tests.test_server_helpers import (COLOURS, REPO, STEP_X, Server, make_long_video, make_png,
+                                               make_video)
+
+FINAL = ("done", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("srv"), "--max-queue", "2", "--max-upload-mb", "1",
+               "--max-frames", "500", "--max-side", "4096", "--keep-jobs", "50")
+    yield s
+    s.stop()
+
+
+def get(s, path, **kw):
+    return requests.get(s.url + path, headers=s.auth, timeout=10, **kw)
+
+
+def upload(s, path: Path, name: str = None):
+    with open(path, "rb") as f:
+        return requests.post(s.url + "/v1/uploads", params={"filename": name or path.name}, data=f,
+                             headers=s.auth, timeout=30)
+
+
+def submit(s, task="echo", inputs=(), **params):
+    return requests.post(s.url + "/v1/jobs", json={"task": task, "inputs": list(inputs), "params": params},
+                         headers=s.auth, timeout=10)
+
+
+def wait_state(s, jid, states=FINAL, timeout=20.0, cond=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = get(s, f"/v1/jobs/{jid}").json()
+        if j["state"] in states and (cond is None or cond(j)):
+            return j
+        time.sleep(0.02)
+    raise AssertionError(f"job {jid} never reached {states}: {j}")
+
+
+def assert_still_serves(s):
+    r = get(s, "/v1/health")
+    assert r.status_code == 200 and r.json()["api"] == 1
+
+
+# -- starting, auth, binding -------------------------------------------------------------
+
+def test_refuses_to_start_without_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PARALLAX_TOKEN"}
+    r = subprocess.run([sys.executable, "-m", "backend", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "PARALLAX_TOKEN" in r.stderr and "PARALLAX_PORT" not in r.stdout
+
+
+def test_auth(server):
+    url = server.url + "/v1/health"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + server.token},
+                    {"Authorization": "Bearer " + server.token + "x"}, {"Authorization": "Bearer"}):
+        r = requests.get(url, headers=headers, timeout=5)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert "token" in r.json()["error"]
+    # auth comes before body parsing and routing: no other status leaks without a token
+    assert requests.post(server.url + "/v1/jobs", data="{bad", timeout=5).status_code == 401
+    assert requests.get(server.url + "/v1/nope", timeout=5).status_code == 401
+    assert requests.post(server.url + "/v1/uploads?filename=a.mp4", data=b"x", timeout=5).status_code == 401
+    assert requests.get(url, headers=server.auth, timeout=5).status_code == 200
+    # the schema is public (it holds no data) and lists every route of DESIGN section 4
+    paths = requests.get(server.url + "/openapi.json", timeout=5).json()["paths"]
+    assert {"/v1/uploads", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/bundle", "/v1/health"} <= set(paths)
+    assert "delete" in paths["/v1/jobs/{job_id}"]
+
+
+def _non_loopback_ipv4():
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    return None
+
+
+def test_default_bind_is_loopback_only(server):
+    listening = [c.laddr for c in psutil.Process(server.proc.pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+    ip = _non_loopback_ipv4()
+    if ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    with pytest.raises(OSError):
+        socket.create_connection((ip, server.port), timeout=2).close()
+
+
+# -- bad inputs: each gets a 4xx JSON error with a message, and the server keeps serving --
+
+def _bad_uploads(d: Path):
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "notes.mp4").write_text("this is a text file, not a video\n" * 20)
+    good = make_video(d / "good.mp4", n=12).read_bytes()
+    (d / "truncated.mp4").write_bytes(good[: len(good) * 2 // 3])  # moov atom at the end: cut off
+    fs = make_video(d / "fs.mp4", n=12, faststart=True).read_bytes()
+    (d / "truncated_fs.mp4").write_bytes(fs[: len(fs) * 2 // 3])  # moov first: frames missing
+    make_video(d / "one.mp4", n=1)
+    make_long_video(d / "long.mp4", 20000)
+    make_png(d / "huge.png", 10000, 10000)
+    (d / "trunc.png").write_bytes(make_png(d / "ok.png", 64, 64).read_bytes()[:60])
+    (d / "big.mp4").write_bytes(np.random.default_rng(0).bytes(3 << 20))  # over the 1 MiB limit
+    return [  # (file, name sent, expected status, words the message must contain)
+        ("empty.mp4", "empty.mp4", 422, "empty"),
+        ("notes.mp4", "notes.mp4", 422, "not a readable video"),
+        ("truncated.mp4", "truncated.mp4", 422, "not a readable video"),
+        ("truncated_fs.mp4", "truncated_fs.mp4", 422, "truncated"),
+        ("one.mp4", "one.mp4", 422, "1 frame"),
+        ("long.mp4", "long.mp4", 422, "20000 frames"),
+        ("huge.png", "huge.png", 422, "10000x10000"),
+        ("trunc.png", "trunc.png", 422, "not a readable image"),
+        ("ok.png", "../../etc/passwd.png", 400, "not allowed"),
+        ("ok.png", "..\\..\\x.png", 400, "not allowed"),
+        ("ok.png", "/abs/x.png", 400, "not allowed"),
+        ("ok.png", "notes.txt", 415, "not supported"),
+        ("big.mp4", "big.mp4", 413, "upload limit"),
+    ]
+
+
+def test_bad_uploads(server, tmp_path):
+    for fname, sent, status, words in _bad_uploads(tmp_path):
+        r = upload(server, tmp_path / fname, sent)
+        assert r.status_code == status, (fname, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert words in r.json()["error"], (fname, r.json())
+        assert str(server.url) not in r.json()["error"] and "/uploads/" not in r.json()["error"]
+        assert_still_serves(server)
+    # nothing half-written is left behind, and no name reached the file system
+    uploads = Path(server.proc.args[server.proc.args.index("--data-dir") + 1]) / "uploads"
+    assert not [p for p in uploads.iterdir() if p.name.endswith(".partial")]
+    assert not (uploads.parent.parent / "etc").exists()
+
+
+def test_bad_job_requests(server, tmp_path):
+    good = upload(server, make_video(tmp_path / "c.mp4")).json()["id"]
+    cases = [  # (body, raw?, status, words)
+        ('{"task": "echo", "inputs": [', True, 422, "not valid JSON"),
+        ('[1, 2]', True, 422, "JSON object"),
+        ({"task": "no_such_task", "inputs": [good]}, False, 422, "unknown task"),
+        ({"task": "echo", "inputs": [good], "params": {"steps": -5}}, False, 422, "params.steps"),
+        ({"task": "echo", "inputs": [good], "params": {"step_s": 99}}, False, 422, "params.step_s"),
+        ({"task": "echo", "inputs": [good], "params": {"frobnicate": 1}}, False, 422, "params.frobnicate"),
+        ({"task": "echo", "inputs": ["ffffffffffffffff"]}, False, 422, "no upload with id"),
+        ({"task": "echo", "inputs": ["../../x"]}, False, 422, "no upload with id"),
+        ({"task": "echo", "inputs": [good] * 9}, False, 422, "input(s)"),
+        ({"task": "echo", "extra": 1}, False, 422, "extra"),
+    ]
+    for body, raw, status, words in cases:
+        if raw:
+            r = requests.post(server.url + "/v1/jobs", data=body, headers={**server.auth, "Content-Type": "application/json"}, timeout=5)
+        else:
+            r = requests.post(server.url + "/v1/jobs", json=body, headers=server.auth, timeout=5)
+        assert r.status_code == status, (body, r.text)
+        assert words in r.json()["error"], (body, r.json())
+        assert_still_serves(server)
+    for method, path in (("GET", "/v1/jobs/ffffffffffffffff"), ("DELETE", "/v1/jobs/ffffffffffffffff"),
+                         ("GET", "/v1/jobs/ffffffffffffffff/bundle"), ("GET", "/v1/jobs/not-an-id")):
+        r = requests.request(method, server.url + path, headers=server.auth, timeout=5)
+        assert r.status_code == 404 and "no job with id" in r.json()["error"], (method, path, r.text)
+    r = get(server, "/v1/nowhere")
+    assert r.status_code == 404 and "no such endpoint" in r.json()["error"]
+    assert_still_serves(server)
+
+
+def test_unavailable_tasks_are_reported_not_faked(server):
+    tasks = get(server, "/v1/health").json()["tasks"]
+    assert tasks["echo"]["available"] is True
+    missing = {name: t for name, t in tasks.items() if not t["available"]}
+    for name, t in missing.items():
+        assert t["reason"], name
+        r = submit(server, name)
+        assert r.status_code == 422 and "not available" in r.json()["error"] and t["reason"] in r.json()["error"]
+    if not missing:
+        pytest.skip("every task has its pipeline in this build")
+
+
+# -- the job life cycle --------------------------------------------------------------------
+
+def test_job_roundtrip(server, tmp_path):
+    up = upload(server, make_video(tmp_path / "clip.mp4", n=6, w=32, h=24)).json()
+    assert (up["kind"], up["frames"], up["width"], up["height"], up["fps"]) == ("video", 6, 32, 24, 24.0)
+    r = submit(server, "echo", [up["id"]], frames=6, steps=10, step_s=0.03)
+    assert r.status_code == 201 and r.json()["state"] in ("queued", "running")
+    jid = r.json()["id"]
+    mid = wait_state(server, jid, ("running",), cond=lambda j: 0.3 <= j["progress"] < 1)
+    assert mid["stage"].startswith("step ") and mid["eta_s"] is not None and mid["eta_s"] > 0
+    assert get(server, f"/v1/jobs/{jid}/bundle").status_code == 409  # not done yet
+    done = wait_state(server, jid)
+    assert done["state"] == "done" and done["progress"] == 1.0 and done["bundle_url"] == f"/v1/jobs/{jid}/bundle"
+    r = get(server, done["bundle_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    (tmp_path / "b.zip").write_bytes(r.content)
+    b = read_bundle(tmp_path / "b.zip")
+    assert (b.frame_count, b.width, b.height, b.engine) == (6, 32, 24, "echo")
+    # what came back is what went in: the frame colours (mpeg4 at q2: within 12 levels) and the
+    # echo's analytic cameras
+    from PIL import Image
+    for i, f in enumerate(b.frames):
+        mean = np.asarray(Image.open(f)).reshape(-1, 3).mean(0)
+        assert np.abs(mean - COLOURS[i]).max() < 12, (i, mean)
+    np.testing.assert_allclose(b.c2w_array()[:, 0, 3], STEP_X * np.arange(6), atol=1e-12)
+
+
+def test_cancel_mid_job(server, tmp_path):
+    jid = submit(server, "echo", steps=400, step_s=0.05).json()["id"]
+    wait_state(server, jid, ("running",), cond=lambda j: j["progress"] > 0)
+    t0 = time.monotonic()
+    r = requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5)
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    j = wait_state(server, jid, timeout=5)
+    took = time.monotonic() - t0
+    assert j["state"] == "cancelled" and took < 0.5, (j, took)  # within a step or two (50 ms each)
+    assert j["progress"] < 0.2
+    r = get(server, f"/v1/jobs/{jid}/bundle")
+    assert r.status_code == 409 and "no bundle" in r.json()["error"]
+    job_dir = Path(server.proc.args[server.proc.args.index("--data-dir") + 1]) / "jobs" / jid
+    assert job_dir.is_dir() and sorted(p.name for p in job_dir.iterdir()) == ["job.json"]
+    # cancel again: idempotent; a done job cannot be cancelled
+    assert requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5).status_code == 200
+    # the server still serves and runs the next job
+    nxt = submit(server, "echo", steps=2).json()["id"]
+    assert wait_state(server, nxt)["state"] == "done"
+    r = requests.delete(f"{server.url}/v1/jobs/{nxt}", headers=server.auth, timeout=5)
+    assert r.status_code == 409 and "already ended" in r.json()["error"]
+
+
+def test_cancel_a_pipeline_that_ignores_false(server):
+    jid = submit(server, "echo", steps=400, step_s=0.05, ignore_cancel=True).json()["id"]
+    wait_state(server, jid, ("running",), cond=lambda j: j["progress"] > 0)
+    requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5)
+    j = wait_state(server, jid, timeout=5)
+    assert j["state"] == "cancelled" and j["progress"] < 0.2
+
+
+def test_failed_job_has_message_and_no_bundle(server):
+    jid = submit(server, "echo", steps=2, fail=True).json()["id"]
+    j = wait_state(server, jid)
+    assert j["state"] == "failed" and j["message"] == "echo was asked to fail"
+    assert get(server, f"/v1/jobs/{jid}/bundle").status_code == 409
+    assert_still_serves(server)
+
+
+def test_queue_full_and_queued_cancel(server):
+    running = submit(server, "echo", steps=400, step_s=0.05).json()["id"]
+    wait_state(server, running, ("running",))
+    queued = [submit(server, "echo", steps=1).json()["id"] for _ in range(2)]  # --max-queue 2
+    r = submit(server, "echo", steps=1)
+    assert r.status_code == 429 and "queue is full" in r.json()["error"] and r.headers["retry-after"]
+    # a queued job cancels at once; the freed slot takes a new job
+    assert requests.delete(f"{server.url}/v1/jobs/{queued[0]}", headers=server.auth, timeout=5).json()["state"] == "cancelled"
+    assert submit(server, "echo", steps=1).status_code == 201
+    requests.delete(f"{server.url}/v1/jobs/{running}", headers=server.auth, timeout=5)
+    assert wait_state(server, queued[1])["state"] == "done"
+    assert_still_serves(server)
+
+
+# -- retention ---------------------------------------------------------------------------
+
+def _fake(root: Path, ident: str, finished: float, state="done", pid=None):
+    d = root / ident
+    d.mkdir(parents=True)
+    (d / "job.json").write_text(f'{{"state": "{state}", "finished": {finished}, "pid": {pid or 0}}}')
+    (d / "bundle.zip").write_bytes(b"x")
+    return d
+
+
+def test_retention_sweep(tmp_path):
+    now = 1_000_000.0
+    root = tmp_path / "jobs"
+    ids = [f"{i:016x}" for i in range(6)]
+    for i, ident in enumerate(ids):  # ids[5] newest
+        _fake(root, ident, now - 100 * (6 - i))
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    (root / "aaaaaaaaaaaaaaaa").symlink_to(outside, target_is_directory=True)  # id-named symlink
+    (root / "notes").mkdir()  # not an id: never touched
+    alive = _fake(root, "bbbbbbbbbbbbbbbb", now - 10_000, state="running", pid=os.getpid() + 0)
+    other = _fake(root, "cccccccccccccccc", now - 10_000, state="running", pid=os.getppid())
+
+    removed = retention.sweep(root, keep=2, max_age_s=10_000, protected={ids[0]}, meta_name="job.json", now=now)
+    # keep the 2 newest, the protected one, and another live process's running job
+    assert sorted(removed) == sorted(ids[1:4] + ["bbbbbbbbbbbbbbbb"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([ids[0], ids[4], ids[5], "aaaaaaaaaaaaaaaa", "notes",
+                                                            other.name])
+    assert (outside / "keep.txt").is_file()
+    removed = retention.sweep(root, keep=10, max_age_s=250, protected=(), meta_name="job.json", now=now)
+    assert sorted(removed) == [ids[0]]  # older than 250 s; ids[4] (200 s) and ids[5] (100 s) stay
+
+
+def test_retention_in_the_server(tmp_path):
+    s = Server(tmp_path / "data", "--keep-jobs", "2")
+    try:
+        jids = []
+        for _ in range(4):
+            jids.append(submit(s, "echo", steps=1).json()["id"])
+            assert wait_state(s, jids[-1])["state"] == "done"
+        time.sleep(0.3)  # the sweep runs right after each job
+        kept = sorted(p.name for p in (tmp_path / "data" / "jobs").iterdir())
+        assert kept == sorted(jids[-2:])
+        r = get(s, f"/v1/jobs/{jids[0]}")
+        assert r.status_code == 410 and "retention" in r.json()["error"]
+        assert get(s, f"/v1/jobs/{jids[-1]}/bundle").status_code == 200
+    finally:
+        s.stop()

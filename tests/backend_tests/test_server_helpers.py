@@ -1,0 +1,165 @@
+"""Shared pieces of the service tests (no tests here): a deterministic 'echo' task, a server
+launcher for a real uvicorn on 127.0.0.1, and crafted good and bad input files.
+
+The echo task is test-only: the server registers it with ``--task echo=...`` on the command
+line, so the production registry never lists it. It reads the frames of its input (PyAV or
+Pillow), steps ``steps`` times (sleeping ``step_s``, reporting progress, stopping when the
+progress callback says so) and returns a real Bundle whose cameras translate 0.1 per frame
+along +x, so the tests can check what came back against what went in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.bundle import Bundle, CameraFrame, PointFrame
+from backend.server.tasks import Task
+
+REPO = Path(__file__).resolve().parents[2]
+ECHO_SPEC = "echo=tests.backend_tests.test_server_helpers:ECHO_TASK"
+STEP_X = 0.1  # camera i sits at (STEP_X * i, 0, 0)
+
+
+class EchoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    frames: int = Field(4, ge=1, le=64)
+    steps: int = Field(4, ge=1, le=1000)
+    step_s: float = Field(0.0, ge=0.0, le=0.2)
+    fail: bool = False
+    ignore_cancel: bool = False
+
+
+def _read_frames(ctx, limit: int) -> list:
+    frames = []
+    for up in ctx.inputs:
+        if up.kind == "video":
+            import av
+
+            with av.open(str(up.path)) as c:
+                for f in c.decode(video=0):
+                    frames.append(f.to_ndarray(format="rgb24"))
+                    if len(frames) >= limit:
+                        break
+        else:
+            from PIL import Image
+
+            with Image.open(up.path) as im:
+                frames.append(np.asarray(im.convert("RGB")))
+    return frames[:limit]
+
+
+def run_echo(ctx):
+    p = ctx.params
+    frames = _read_frames(ctx, p.frames) or [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(p.frames)]
+    for s in range(p.steps):
+        time.sleep(p.step_s)
+        if ctx.progress((s + 1) / p.steps, f"step {s + 1}/{p.steps}") is False and not p.ignore_cancel:
+            return None
+    if p.fail:
+        raise ValueError("echo was asked to fail")
+    h, w = frames[0].shape[:2]
+    n = len(frames)
+    cams = []
+    for i in range(n):
+        c2w = np.eye(4)
+        c2w[0, 3] = STEP_X * i
+        cams.append(CameraFrame(i, c2w, fx=float(w), fy=float(w), cx=(w - 1) / 2, cy=(h - 1) / 2))
+    rng = np.random.default_rng(0)
+    points = [PointFrame(rng.normal(size=(50, 3)).astype(np.float32), np.full((50, 3), 200, np.uint8),
+                         np.ones(50, np.float16)) for _ in range(n)]
+    return Bundle(task="solve", width=w, height=h, frame_count=n, engine="echo", frames=frames,
+                  cameras=cams, points=points, source={"job": ctx.job_id})
+
+
+ECHO_TASK = Task("echo", "test-only: returns its input frames with synthetic cameras", run_echo, EchoParams,
+                 ("video", "image"), min_inputs=0, max_inputs=8)
+
+
+# -- a real server on loopback --------------------------------------------------------------
+
+class Server:
+    """``python -m backend serve --port 0`` as a subprocess; knows its url and token."""
+
+    def __init__(self, data_dir: Path, *args: str, token: str = "test-token-0123456789"):
+        self.token = token
+        env = dict(os.environ, PARALLAX_TOKEN=token, PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "backend", "serve", "--port", "0", "--device", "cpu",
+               "--data-dir", str(data_dir), "--task", ECHO_SPEC, *args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1)
+        self.lines = []
+        deadline = time.monotonic() + 60
+        self.port = None
+        while self.port is None:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited:\n" + "".join(self.lines))
+            self.lines.append(line)
+            if line.startswith("PARALLAX_PORT="):
+                self.port = int(line.strip().split("=")[1])
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+# -- crafted inputs ----------------------------------------------------------------------
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+
+
+def make_video(path: Path, n: int = 6, w: int = 32, h: int = 24, faststart: bool = False) -> Path:
+    """An mp4 whose frame i is a flat COLOURS[i % 6] picture."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as c:
+        s = c.add_stream("mpeg4", rate=24)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"qscale": "2"}
+        for i in range(n):
+            img = np.empty((h, w, 3), np.uint8)
+            img[:] = COLOURS[i % len(COLOURS)]
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def make_long_video(path: Path, n: int) -> Path:
+    """n tiny identical frames (encodes ~80k frames/s)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=24)
+        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for _ in range(n):
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def make_png(path: Path, w: int, h: int) -> Path:
+    from PIL import Image
+
+    Image.new("1", (w, h)).save(path) if w * h > 10**7 else Image.new("RGB", (w, h), (90, 120, 150)).save(path)
+    return path
