@@ -19,24 +19,13 @@ def _synth():
     return synth
 
 
-def heldout_seeds() -> list[int]:
-    synth = _synth()
-    for name in ("HELDOUT_SEEDS", "heldout_seeds"):
-        obj = getattr(synth, name, None)
-        if obj is not None:
-            return list(obj() if callable(obj) else obj)
-    from ..data import split  # type: ignore
+def train_seeds(step: int, rank: int, world: int, batch: int) -> list[int]:
+    """Distinct seeds per (step, process); the engine's held-out range starts at 1e9, far above."""
+    from ..data.scene import is_heldout
 
-    return list(split.heldout_seeds())
-
-
-def train_seeds(step: int, rank: int, world: int, batch: int, skip: frozenset = frozenset()) -> list[int]:
-    start = TRAIN_SEED_BASE + (step * world + rank) * batch * 2  # x2 leaves room to skip
-    seeds, s = [], start
-    while len(seeds) < batch:
-        if s not in skip:
-            seeds.append(s)
-        s += 1
+    start = TRAIN_SEED_BASE + (step * world + rank) * batch
+    seeds = [s for s in range(start, start + batch)]
+    assert not any(is_heldout(s) for s in seeds), "training seed ran into the held-out split"
     return seeds
 
 

@@ -60,6 +60,8 @@ def sample_inputs(rgb, depth, points, rays, text, opts: TaskOptions, generator=N
     x0 = frames_to_tensor(rgb)
     rand = lambda *s: torch.rand(*s, generator=generator, device=dev)  # noqa: E731
     geo = rand(b) < (opts.p_geometry if opts.gen_loss else 1.0)
+    if opts.gen_loss and b >= 2:  # every batch trains both tasks (keeps DDP graphs and logs alike)
+        geo[0], geo[1] = True, False
     sig_gen = rand(b).clamp_min(1e-3)
     sig_geo = rand(b) * opts.geometry_sigma_max
     sigma = torch.where(geo, sig_geo, sig_gen)[:, None].expand(b, f).clone()
@@ -100,5 +102,8 @@ def compute_losses(model, inp: StepInputs, opts: TaskOptions):
         l_ray = ray_loss(g["rays"], inp.rays[rows], parts["scale_gt"])
         total = total + opts.rec_weight * (l_rec + opts.disparity_weight * l_disp + opts.ray_weight * l_ray)
         logs.update(rec=l_rec.detach(), reg=parts["reg"], disp=l_disp.detach(), ray=l_ray.detach())
+    else:
+        nan = total.new_tensor(float("nan"))
+        logs.update(rec=nan, reg=nan, disp=nan, ray=nan)
     logs["total"] = total.detach()
     return total, logs

@@ -22,6 +22,13 @@ from ..models import ParallaxSTDiT, build_model
 from .step import TaskOptions, compute_losses, sample_inputs
 
 
+def build_model_from_arg(config: str, **overrides):
+    """``config``: a name from configs.CONFIGS or a JSON file of ParallaxSTDiT keyword arguments."""
+    if config.endswith(".json"):
+        return ParallaxSTDiT(**{**json.loads(Path(config).read_text()), **overrides})
+    return build_model(config, **overrides)
+
+
 def backbone_parameters(model):
     return [p for n, p in model.named_parameters() if not n.startswith("geometry.")]
 
@@ -70,7 +77,11 @@ def train(args) -> dict:
     from . import data as data_mod
     from ..models.text import TextEncoder
 
-    acc = Accelerator(mixed_precision=args.precision if args.precision != "fp32" else "no")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Ablations leave parts of the network out of the graph (blocks after b, or the backbone).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(args.no_gen_loss or args.freeze_backbone))
+    acc = Accelerator(mixed_precision=args.precision if args.precision != "fp32" else "no", kwargs_handlers=[ddp])
     acc._parallax_export = args.export
     out = Path(args.out)
     state_dir = out / "state"
@@ -83,7 +94,7 @@ def train(args) -> dict:
     if args.init and not args.resume:
         model = ParallaxSTDiT.from_pretrained(args.init, torch_dtype=torch.float32)
     else:
-        model = build_model(args.config, **overrides)
+        model = build_model_from_arg(args.config, **overrides)
     opts = TaskOptions(gen_loss=not args.no_gen_loss and not args.freeze_backbone,
                        p_geometry=args.p_geometry)
     if args.freeze_backbone:  # JOG3R ablation 1a: only the decoder and heads learn
@@ -105,7 +116,6 @@ def train(args) -> dict:
     unwrapped = acc.unwrap_model(model)
     cfg = unwrapped.config
     text = TextEncoder(cfg.text_encoder, max_length=cfg.model_max_length, device=acc.device)
-    skip = frozenset(data_mod.heldout_seeds())
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**vars(args), "task_options": asdict(opts)}, indent=1, default=str))
@@ -117,7 +127,7 @@ def train(args) -> dict:
     render_s = 0.0
     while step < args.max_steps and time.time() < deadline:
         t0 = time.time()
-        seeds = data_mod.train_seeds(step, acc.process_index, acc.num_processes, args.batch_size, skip)
+        seeds = data_mod.train_seeds(step, acc.process_index, acc.num_processes, args.batch_size)
         batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device)
         captions = batch["captions"]
         hidden, mask = text.encode(captions)
@@ -135,9 +145,9 @@ def train(args) -> dict:
         ema.step(unwrapped.parameters())
         step += 1
         if step % args.log_every == 0 or step == 1:
-            logs = {k: acc.gather(v.float().reshape(1)).mean().item() for k, v in logs.items()}
+            logs = {k: acc.gather(v.float().reshape(1)).nanmean().item() for k, v in sorted(logs.items())}
             if acc.is_main_process:
-                row = {"step": step, "min": round((time.time() - t_start) / 60, 3), **{k: round(v, 5) for k, v in logs.items()}}
+                row = {"step": step, "min": round((time.time() - t_start) / 60, 3), **{k: round(v, 5) for k, v in logs.items() if v == v}}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
