@@ -73,7 +73,9 @@ class GeometryBranch(nn.Module):
             self.ref_embed = nn.Parameter(torch.zeros(dim))
             self.blocks = nn.ModuleList(DecoderBlock(dim, heads, cross=False) for _ in range(depth))
         else:
-            self.ref_blocks = nn.ModuleList(DecoderBlock(dim, heads, cross=True) for _ in range(depth))
+            # The reference stream's last update would feed nothing (the heads read frame f's
+            # stream), so it has one block fewer; frame f's last block reads ref's previous state.
+            self.ref_blocks = nn.ModuleList(DecoderBlock(dim, heads, cross=True) for _ in range(depth - 1))
             self.blocks = nn.ModuleList(DecoderBlock(dim, heads, cross=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, patch * patch * sum(HEAD_CHANNELS.values()))
@@ -94,8 +96,11 @@ class GeometryBranch(nn.Module):
             # Pairs (1, f) for every f (f = 1 included, so X^{1,1} comes from the same decoder).
             ref = x[:, :1].expand(b, f, s, -1).reshape(b * f, s, -1)
             cur = x.reshape(b * f, s, -1)
-            for rblk, blk in zip(self.ref_blocks, self.blocks):
-                ref, cur = rblk(ref, cur), blk(cur, ref)
+            for i, blk in enumerate(self.blocks):
+                new_cur = blk(cur, ref)
+                if i < len(self.ref_blocks):
+                    ref = self.ref_blocks[i](ref, cur)
+                cur = new_cur
             x = cur.reshape(b, f, s, -1)
         raw = self.head(self.norm(x))  # (B, F, S, p*p*11)
         h, w = grid

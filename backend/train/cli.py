@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reuse", type=int, default=1,
+                   help="train this many steps on each rendered batch (fresh tasks and noise each time)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=0)
     p.add_argument("--p-geometry", type=float, default=0.5, help="share of clips trained on the geometry task")

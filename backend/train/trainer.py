@@ -125,12 +125,13 @@ def train(args) -> dict:
     model.train()
     gen = torch.Generator(device=acc.device).manual_seed(args.seed * 1000 + acc.process_index + step)
     render_s = 0.0
+    batch = None
     while step < args.max_steps and time.time() < deadline:
         t0 = time.time()
-        seeds = data_mod.train_seeds(step, acc.process_index, acc.num_processes, args.batch_size)
-        batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device)
-        captions = batch["captions"]
-        hidden, mask = text.encode(captions)
+        if step % args.reuse == 0 or batch is None:  # a rendered batch serves ``reuse`` steps
+            seeds = data_mod.train_seeds(step // args.reuse, acc.process_index, acc.num_processes, args.batch_size)
+            batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device)
+            hidden, mask = text.encode(batch["captions"])
         render_s += time.time() - t0
         inp = sample_inputs(batch["rgb"], batch["depth"], batch["points"], batch["rays"],
                             (hidden.to(acc.device), mask.to(acc.device)), opts, gen)
