@@ -1,0 +1,64 @@
+"""Helpers shared by the unified-model pipelines: progress/cancel, timing, resizing, loading."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Progress = Optional[Callable[[float, str], Optional[bool]]]
+
+
+class Cancelled(Exception):
+    """Raised when a progress callback returns False."""
+
+
+def report(progress: Progress, fraction: float, stage: str) -> None:
+    if progress is not None and progress(float(min(max(fraction, 0.0), 1.0)), stage) is False:
+        raise Cancelled(f"cancelled during {stage}")
+
+
+class Timer:
+    """Collects wall time per stage (seconds), synchronising CUDA so GPU work is counted."""
+
+    def __init__(self, device=None):
+        self.timings: dict[str, float] = {}
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> (F, size, size, 3) uint8 (area filter; the tiny model is square)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="area" if frames.shape[1] >= size else "bilinear",
+                      align_corners=None if frames.shape[1] >= size else False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def as_frames(frames) -> torch.Tensor:
+    """Accept a (F, H, W, 3) uint8 array/tensor or a list of (H, W, 3) arrays."""
+    if isinstance(frames, (list, tuple)):
+        frames = np.stack([np.asarray(f) for f in frames])
+    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (F, H, W, 3), got {tuple(t.shape)}")
+    return t.to(torch.uint8)
+
+
+def pick_device(device=None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,220 @@
+"""V2C: cameras (and depth, points) of a given clip from the unified model (JOG3R sec. 3.2).
+
+1. Resize the clip to the model's frame size; noise it to a small level (t = 5 of 1000:
+   JOG3R samples t in [0, 5] at test time) with a fixed seed; one forward pass that stops at
+   block b; the geometry branch gives X^{f,1}, confidence, disparity and rays per frame.
+2. Cameras: focal from frame 1's own point map X^{1,1} (least squares + Weiszfeld, geometry
+   core), shared by all frames; each frame's c2w by PnP-RANSAC of X^{f,1} at its pixels; then,
+   when the geometry core provides it, DUSt3R-style global alignment with JOG3R's temporal
+   terms refines poses, depth and focal.
+3. Clips longer than the model's window go through overlapping windows (Geo4D sec. 3.3):
+   each window is solved in its own first-frame coordinates and chained to the previous one
+   by a confidence-weighted robust Sim(3) on the overlapping frames' point maps.
+
+:class:`UnifiedEngine` is what the engine registry points at ("unified").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
+from .common import Progress, Timer, as_frames, pick_device, report, resize_frames
+
+GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
+
+
+@torch.no_grad()
+def predict_window(model, frames_small: torch.Tensor, t: float = GEOMETRY_T, seed: int = 0,
+                   dtype=None) -> dict:
+    """frames_small: (F, S, S, 3) uint8 on the model's device -> geometry maps (F, S, S, ...)."""
+    from ..models.autoencoder import frames_to_tensor
+
+    dev = next(model.parameters()).device
+    x0 = frames_to_tensor(frames_small[None].to(dev))
+    g = torch.Generator(device=dev).manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g, device=dev)
+    sigma = t / 1000.0
+    xt = (1 - sigma) * x0 + sigma * noise
+    with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dev.type == "cuda"):
+        out = model(xt, torch.full((1,), t, device=dev), geometry=True, geometry_only=True)
+    return {k: v[0].float() for k, v in out.geometry.items()}
+
+
+def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Tensor] = None,
+                 align: bool = True) -> dict:
+    """Cameras of one window from its point maps X^{f,1} (F, S, S, 3) and confidence (F, S, S).
+
+    Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, focal (float, pixels
+    of the S x S frames), and the points (possibly refined by global alignment).
+    """
+    from ..geometry.focal import estimate_focal
+    from ..geometry.pnp import pose_from_pointmap_pnp
+
+    n, S = points.shape[0], points.shape[1]
+    pts = points.double().cpu()
+    w = conf.double().cpu()
+    w = torch.where(w > 1.5, w - 1.0, torch.zeros_like(w))  # C = 1 + exp(c): keep C > 1.5
+    if K is None:
+        focal = float(estimate_focal(pts[0], weights=w[0]))
+        if not math.isfinite(focal) or focal <= 0:
+            focal = S / (2 * math.tan(math.radians(30)))
+        K = torch.tensor([[focal, 0, (S - 1) / 2], [0, focal, (S - 1) / 2], [0, 0, 1.0]], dtype=torch.float64)
+    K = torch.as_tensor(K, dtype=torch.float64)
+    c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
+    c2w[0] = torch.eye(4, dtype=torch.float64)
+    for f in range(1, n):
+        pose, _ = pose_from_pointmap_pnp(pts[f], K, weights=w[f], max_points=1024, seed=f)
+        if pose is not None:
+            c2w[f] = pose
+    c2w = _fill_unsolved(c2w)
+    result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
+    if align:
+        result = _global_alignment(result) or result
+    return result
+
+
+def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
+    """A frame PnP failed on takes its nearest solved neighbour's pose (never NaN downstream)."""
+    ok = torch.isfinite(c2w).flatten(1).all(-1)
+    if ok.all():
+        return c2w
+    idx = torch.nonzero(ok)[:, 0]
+    for f in torch.nonzero(~ok)[:, 0]:
+        c2w[f] = c2w[idx[(idx - f).abs().argmin()]]
+    return c2w
+
+
+def _global_alignment(window: dict) -> Optional[dict]:
+    """Refine with the geometry core's global alignment (JOG3R temporal terms) if it exists."""
+    try:
+        from ..geometry import alignment  # noqa: F401  (lands with the geometry branch)
+    except ImportError:
+        return None
+    fn = getattr(alignment, "align_first_frame_pointmaps", None)
+    if fn is None:
+        return None
+    out = fn(window["points"], window["conf"], init_c2w=window["c2w"], init_K=window["K"], temporal=True)
+    return {**window, **out}
+
+
+def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sim(3) (4x4) taking the current window's coordinates to the world, from overlap frames."""
+    from ..geometry.procrustes import robust_umeyama, similarity_matrix
+
+    src = cur_pts.reshape(-1, 3).double()
+    dst = prev_world_pts.reshape(-1, 3).double()
+    s, R, t, _ = robust_umeyama(src, dst, weights.reshape(-1).double())
+    return similarity_matrix(s, R, t)
+
+
+class UnifiedEngine:
+    """The unified model as a camera solver: ``solve(frames, progress=None, **options) -> Bundle``.
+
+    options: ``window`` (frames per window, default the model's), ``stride`` (default half the
+    window), ``t`` (geometry noise level, default 5), ``K`` (known 3x3 intrinsics in the input
+    frames' pixels: skips focal estimation), ``align`` (global alignment, default True),
+    ``fps``, ``points_per_frame`` (default all of the model's grid).
+    """
+
+    name = "unified"
+
+    def __init__(self, model=None, model_path=None, device=None):
+        self.device = pick_device(device)
+        self._model = model
+        self._model_path = model_path
+
+    @property
+    def model(self):
+        if self._model is None:
+            from ..models import load_model
+
+            self._model = load_model(self._model_path, device=self.device)
+        return self._model
+
+    @property
+    def model_id(self) -> str:
+        return str(self._model_path or "parallax-tiny")
+
+    def solve(self, frames, progress: Progress = None, **options) -> Bundle:
+        timer = Timer(self.device)
+        report(progress, 0.0, "loading model")
+        with timer("load"):
+            model = self.model
+        frames = as_frames(frames)
+        n, H, W = frames.shape[:3]
+        S = model.config.sample_size * (1 if model.config.space == "pixel" else 8)
+        win = int(options.get("window") or model.config.num_frames)
+        win = min(win, n)
+        stride = int(options.get("stride") or max(1, win // 2))
+        starts = list(range(0, max(1, n - win + 1), stride))
+        if starts[-1] + win < n:
+            starts.append(n - win)
+        K_in = options.get("K")
+        K_small = None
+        if K_in is not None:  # input pixels -> model pixels (pixel centres at integers)
+            K_in = torch.as_tensor(np.asarray(K_in), dtype=torch.float64)
+            sx, sy = S / W, S / H
+            K_small = torch.tensor([[K_in[0, 0] * sx, 0, (K_in[0, 2] + 0.5) * sx - 0.5],
+                                    [0, K_in[1, 1] * sy, (K_in[1, 2] + 0.5) * sy - 0.5], [0, 0, 1]], dtype=torch.float64)
+        with timer("resize"):
+            small = resize_frames(frames, S).to(self.device)
+        c2w_world = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
+        pts_world = torch.zeros(n, S, S, 3)
+        conf_all = torch.zeros(n, S, S)
+        focals = []
+        for wi, s0 in enumerate(starts):
+            report(progress, 0.05 + 0.9 * wi / len(starts), f"window {wi + 1}/{len(starts)}")
+            with timer("network"):
+                maps = predict_window(model, small[s0:s0 + win], t=float(options.get("t", GEOMETRY_T)))
+            with timer("alignment"):
+                sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(options.get("align", True)))
+                T = torch.eye(4, dtype=torch.float64)
+                if wi > 0:  # chain to the world through the frames this window shares with the last
+                    shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]
+                    loc = [f - s0 for f in shared]
+                    weights = (conf_all[shared] - 1).clamp_min(0) * (sol["conf"][loc] - 1).clamp_min(0)
+                    T = _chain(pts_world[shared], sol["points"][loc], weights)
+                scale = torch.linalg.det(T[:3, :3]).abs() ** (1 / 3)
+                for f in range(win):
+                    g = s0 + f
+                    if wi > 0 and torch.isfinite(c2w_world[g]).all():
+                        continue  # keep the earlier window's estimate for shared frames
+                    c = T @ sol["c2w"][f]
+                    c[:3, :3] = c[:3, :3] / scale
+                    c2w_world[g] = c
+                    pts_world[g] = (sol["points"][f].double() @ T[:3, :3].T + T[:3, 3]).float()
+                    conf_all[g] = sol["conf"][f]
+                focals.append(float(sol["K"][0, 0]))
+        report(progress, 0.97, "writing")
+        focal_small = float(np.median(focals))
+        fx = focal_small * W / S if K_in is None else float(K_in[0, 0])
+        fy = focal_small * H / S if K_in is None else float(K_in[1, 1])
+        cx = (W - 1) / 2 if K_in is None else float(K_in[0, 2])
+        cy = (H - 1) / 2 if K_in is None else float(K_in[1, 2])
+        cams = [CameraFrame(i, c2w_world[i].numpy(), fx, fy, cx, cy) for i in range(n)]
+        small_cpu = small.cpu()
+        points, depth = [], []
+        for i in range(n):
+            c2w = c2w_world[i].float()
+            keep = conf_all[i] > 1.5
+            points.append(PointFrame(pts_world[i][keep].numpy(), small_cpu[i][keep].numpy(),
+                                     conf_all[i][keep].numpy().astype(np.float16)))
+            cam_pts = (pts_world[i] - c2w[:3, 3]) @ c2w[:3, :3]  # world -> camera: R^T (x - c)
+            d = F.interpolate(cam_pts[..., 2][None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+            cf = F.interpolate(conf_all[i][None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+            depth.append(DepthFrame(d.clamp_min(0).numpy(), cf.numpy().astype(np.float16)))
+        mean_conf = float(conf_all.mean())
+        report(progress, 1.0, "done")
+        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(options.get("fps", 24.0)),
+                      engine=self.name, model_id=self.model_id, frames=list(frames.numpy()), cameras=cams,
+                      points=points, depth=depth,
+                      scores={"confidence": mean_conf, "windows": len(starts)},
+                      timings={k: round(v, 4) for k, v in timer.timings.items()},
+                      source={"frames": n, "model_frame_size": S, "geometry_t": float(options.get("t", GEOMETRY_T))})
