@@ -32,7 +32,7 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
         name="Camera engine",
         items=[("unified", "Unified model", "Parallax's own video model (JOG3R heads)"),
                ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)")],
-        default="unified")
+        default="colmap")
 
     def draw(self, context):
         layout = self.layout

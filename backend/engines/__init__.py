@@ -20,6 +20,7 @@ from .base import Cancelled, EngineError, NothingRegistered, TooFewFrames
 # name -> "module:Class", the module relative to this package
 ENGINES = {
     "colmap": ".colmap:ColmapEngine",
+    "unified": "..pipelines.v2c:UnifiedEngine",
 }
 
 __all__ = ["ENGINES", "Cancelled", "EngineError", "NothingRegistered", "TooFewFrames", "get_engine", "solve"]
