@@ -30,7 +30,8 @@ class ImportOptions:
     scale: float = 1.0
     align_to_floor: bool = False
     plate_distance: float = 0.0  # 0: behind the points
-    point_size: float = 0.0  # 0: from the scene's extent
+    point_size: float = 0.0  # 0: 1.5 pixels, or 1/300 of the viewing distance in world units
+    size_in_pixels: bool = True  # point_size in pixels of the point's own frame
     conf_threshold: float = 0.0
     show_all_frames: bool = False
     point_color: str = "IMAGE"  # IMAGE, CONFIDENCE or MARKER
@@ -53,6 +54,7 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     scene = context.scene
     name = collection_name(bundle.path)
     _remove_collection(name)
+    before = _snapshot()
     coll = bpy.data.collections.new(name)
     coll["parallax_bundle"] = str(bundle.path)
     scene.collection.children.link(coll)
@@ -60,6 +62,7 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     xyz = rgb = conf = frame = None
     if options.import_points and bundle.points:
         xyz, rgb, conf, frame = _gather_points(bundle, options.max_points_per_frame)
+        footprint = _pixel_footprint(bundle, xyz, frame) * options.scale
     T = world_transform(options.scale)
     if options.align_to_floor and xyz is not None:
         floor = floor_alignment(transform_points(T, xyz))
@@ -89,9 +92,11 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
             plate_importer.add_camera_background(cam, image, bundle.frame_count, FRAME_START)
 
     if xyz is not None and len(xyz):
-        size = options.point_size or _auto_point_size(xyz, cam_locations)
-        points_importer.create_points(f"{name} Points", xyz, rgb, conf, frame, coll, size,
-                                      options.conf_threshold, options.show_all_frames, options.point_color)
+        size = options.point_size or (1.5 if options.size_in_pixels else _auto_point_size(xyz, cam_locations))
+        points_importer.create_points(f"{name} Points", xyz, rgb, conf, frame, footprint, coll, size,
+                                      options.size_in_pixels, options.conf_threshold, options.show_all_frames,
+                                      options.point_color)
+    _tag_new(before, name)
     coll["parallax_warnings"] = _warnings(bundle)
     coll["parallax_import_seconds"] = time.perf_counter() - t0
     return coll
@@ -122,6 +127,23 @@ def _gather_points(bundle: Bundle, max_per_frame: int = 0):
     return xyz, rgb, conf, frame
 
 
+def _pixel_footprint(bundle: Bundle, xyz: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """World size of one pixel at each point, seen from its own frame's camera (bundle units).
+
+    Points of frames without a solved camera get the median footprint of the others.
+    """
+    out = np.full(len(xyz), np.nan, np.float32)
+    bounds = np.searchsorted(frame, np.arange(bundle.frame_count + 1) + FRAME_START)
+    for cam in bundle.cameras or []:
+        lo, hi = bounds[cam.index], bounds[cam.index + 1]
+        if cam.c2w is not None and hi > lo:
+            centre = np.asarray(cam.c2w, np.float32)[:3, 3]
+            out[lo:hi] = np.linalg.norm(xyz[lo:hi] - centre, axis=1) / np.sqrt(cam.fx * cam.fy)
+    missing = np.isnan(out)
+    out[missing] = np.nanmedian(out) if (~missing).any() else 0.01
+    return out
+
+
 def _auto_point_size(xyz: np.ndarray, cam_locations: np.ndarray) -> float:
     # About 1/300 of the typical viewing distance: a few pixels wide at usual focal lengths.
     ref = cam_locations[0] if len(cam_locations) else xyz.mean(axis=0)
@@ -144,35 +166,25 @@ def _scene_settings(scene, bundle: Bundle) -> None:
     scene.view_settings.look = "None"
 
 
+# Every data-block an import creates carries this tag, so re-importing or removing the result
+# finds all of them (materials referenced only from node sockets, actions, images) by one rule.
+TAG = "parallax_import"
+_ID_COLLECTIONS = ("objects", "meshes", "cameras", "images", "materials", "node_groups", "actions", "collections")
+
+
+def _snapshot() -> set:
+    return {id_ for attr in _ID_COLLECTIONS for id_ in getattr(bpy.data, attr)}
+
+
+def _tag_new(before: set, name: str) -> None:
+    for attr in _ID_COLLECTIONS:
+        for id_ in getattr(bpy.data, attr):
+            if id_ not in before:
+                id_[TAG] = name
+
+
 def _remove_collection(name: str) -> None:
     """Remove a previous import of the same bundle and every data-block it created."""
-    coll = bpy.data.collections.get(name)
-    if coll is None:
-        return
-    ids = set()
-    for obj in coll.all_objects:
-        ids.add(obj)
-        if obj.data is not None:
-            ids.add(obj.data)
-            for slot in getattr(obj.data, "materials", []):
-                if slot is not None:
-                    ids.add(slot)
-        for mod in obj.modifiers:
-            if mod.type == "NODES" and mod.node_group is not None:
-                ids.add(mod.node_group)
-        if obj.type == "CAMERA":
-            for bg in obj.data.background_images:
-                if bg.image is not None:
-                    ids.add(bg.image)
-        ad = obj.animation_data
-        if ad and ad.action:
-            ids.add(ad.action)
-        if obj.data is not None and obj.data.animation_data and obj.data.animation_data.action:
-            ids.add(obj.data.animation_data.action)
-    for mat in [i for i in ids if isinstance(i, bpy.types.Material)]:
-        if mat.node_tree:
-            for node in mat.node_tree.nodes:
-                if node.type == "TEX_IMAGE" and node.image is not None:
-                    ids.add(node.image)
-    ids.add(coll)
-    bpy.data.batch_remove(list(ids))
+    doomed = [id_ for attr in _ID_COLLECTIONS for id_ in getattr(bpy.data, attr) if id_.get(TAG) == name]
+    if doomed:
+        bpy.data.batch_remove(doomed)

@@ -82,7 +82,7 @@ def floor_alignment(points: np.ndarray, iterations: int = 200, seed: int = 0) ->
     """Rigid 4x4 that puts the dominant roughly-horizontal plane of Z-up ``points`` at Z = 0.
 
     RANSAC over planes whose normal is within 45 degrees of +Z (the axis change already makes
-    the first camera upright, so the floor is near horizontal); the inlier band is 1% of the
+    the first camera upright, so the floor is near horizontal); the inlier band is 0.2% of the
     cloud's extent. Returns None when no such plane holds 10% of the points.
     """
     pts = np.asarray(points, dtype=np.float64)
@@ -92,29 +92,37 @@ def floor_alignment(points: np.ndarray, iterations: int = 200, seed: int = 0) ->
     if len(pts) > 20000:
         pts = pts[rng.choice(len(pts), 20000, replace=False)]
     extent = np.linalg.norm(np.percentile(pts, 95, axis=0) - np.percentile(pts, 5, axis=0))
-    band = max(0.01 * extent, 1e-6)
-    best, best_count = None, int(0.1 * len(pts))
-    for _ in range(iterations):
-        a, b, c = pts[rng.choice(len(pts), 3, replace=False)]
-        n = np.cross(b - a, c - a)
-        norm = np.linalg.norm(n)
-        if norm < 1e-12:
-            continue
-        n /= norm
-        if n[2] < 0:
-            n = -n
-        if n[2] < np.cos(np.radians(45)):
-            continue
-        count = int((np.abs((pts - a) @ n) < band).sum())
-        if count > best_count:
-            best, best_count = (n, a), count
-    if best is None:
+    band = max(0.002 * extent, 1e-6)
+    # All hypotheses at once: planes through random triples, scored in one matrix product.
+    a, b, c = (pts[rng.integers(0, len(pts), iterations)] for _ in range(3))
+    normals = np.cross(b - a, c - a)
+    norms = np.linalg.norm(normals, axis=1)
+    ok = norms > 1e-12
+    normals = normals[ok] / norms[ok, None]
+    normals *= np.sign(normals[:, 2:3] + 1e-300)  # orient up
+    a = a[ok]
+    horizontal = normals[:, 2] >= np.cos(np.radians(45))
+    normals, a = normals[horizontal], a[horizontal]
+    if not len(normals):
         return None
-    n, a = best
-    inliers = pts[np.abs((pts - a) @ n) < band]
-    centre = inliers.mean(axis=0)
-    _, _, vt = np.linalg.svd(inliers - centre)
-    n = vt[2] if vt[2][2] > 0 else -vt[2]
+    offsets = np.einsum("ij,ij->i", normals, a)
+    counts = (np.abs(pts @ normals.T - offsets) < band).sum(axis=0)
+    i = int(np.argmax(counts))
+    if counts[i] < 0.1 * len(pts):
+        return None
+    n, a = normals[i], a[i]
+    # Refine: refit on the inliers, then shrink the band to 3 robust sigmas of their residuals,
+    # so objects standing on the floor stop pulling the plane off.
+    inliers = np.abs((pts - a) @ n) < band
+    for _ in range(4):
+        centre = pts[inliers].mean(axis=0)
+        _, vecs = np.linalg.eigh(np.cov((pts[inliers] - centre).T))  # least-variance axis = normal
+        n = vecs[:, 0] if vecs[2, 0] > 0 else -vecs[:, 0]
+        d = np.abs((pts - centre) @ n)
+        sigma = 1.4826 * np.median(d[inliers])
+        inliers = d < max(3.0 * sigma, 1e-9 * extent)
+        if inliers.sum() < 3:
+            break
     R = _rotation_between(n, np.array([0.0, 0.0, 1.0]))
     T = np.eye(4)
     T[:3, :3] = R

@@ -61,7 +61,8 @@ def create_plate(name: str, bundle, image: bpy.types.Image, camera: bpy.types.Ob
 
 def _plate_material(name: str, image: bpy.types.Image, frame_count: int, frame_start: int) -> bpy.types.Material:
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
+        mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     tex = nodes.new("ShaderNodeTexImage")

@@ -28,9 +28,14 @@ _SRGB_TO_LINEAR = _srgb_to_linear_table()
 
 
 def create_points(name: str, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, frame: np.ndarray,
-                  collection, point_size: float, conf_threshold: float = 0.0,
-                  show_all_frames: bool = False, color_mode: str = "IMAGE") -> bpy.types.Object:
-    """Object holding all frames' points; ``frame`` is the Blender frame each point belongs to."""
+                  footprint: np.ndarray, collection, point_size: float, size_in_pixels: bool = True,
+                  conf_threshold: float = 0.0, show_all_frames: bool = False,
+                  color_mode: str = "IMAGE") -> bpy.types.Object:
+    """Object holding all frames' points.
+
+    ``frame`` is the Blender frame each point belongs to; ``footprint`` the world size of one
+    pixel at the point, seen from its frame's camera, so sizes can be given in pixels.
+    """
     n = len(xyz)
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(n)
@@ -39,6 +44,8 @@ def create_points(name: str, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
     mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(xyz, np.float32).ravel())
     mesh.attributes.new("frame", "INT", "POINT").data.foreach_set("value", np.ascontiguousarray(frame, np.int32))
     mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", np.ascontiguousarray(conf, np.float32))
+    mesh.attributes.new("footprint", "FLOAT", "POINT").data.foreach_set(
+        "value", np.ascontiguousarray(footprint, np.float32))
     # Linear float colours take the same fast path; byte colours convert each value on the way.
     rgba = np.empty((n, 4), np.float32)
     rgba[:, :3] = _SRGB_TO_LINEAR[rgb]
@@ -51,7 +58,8 @@ def create_points(name: str, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray,
     mod = obj.modifiers.new("Parallax Points", "NODES")
     conf_range = (float(conf.min()), float(conf.max())) if n else (0.0, 1.0)
     mod.node_group = _node_group(_point_material(name, color_mode, conf_range))
-    set_inputs(obj, point_size=point_size, conf_threshold=conf_threshold, show_all_frames=show_all_frames)
+    set_inputs(obj, point_size=point_size, size_in_pixels=size_in_pixels, conf_threshold=conf_threshold,
+               show_all_frames=show_all_frames)
     return obj
 
 
@@ -66,8 +74,8 @@ def set_inputs(obj, **values) -> None:
     obj.update_tag()
 
 
-_INPUT_NAMES = {"Point Size": "point_size", "Confidence Threshold": "conf_threshold",
-                "Show All Frames": "show_all_frames"}
+_INPUT_NAMES = {"Point Size": "point_size", "Size in Pixels": "size_in_pixels",
+                "Confidence Threshold": "conf_threshold", "Show All Frames": "show_all_frames"}
 
 
 def _node_group(material) -> bpy.types.NodeTree:
@@ -76,7 +84,8 @@ def _node_group(material) -> bpy.types.NodeTree:
     iface = ng.interface
     iface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     size = iface.new_socket("Point Size", in_out="INPUT", socket_type="NodeSocketFloat")
-    size.min_value, size.default_value = 0.0, 0.01
+    size.min_value, size.default_value = 0.0, 1.5
+    iface.new_socket("Size in Pixels", in_out="INPUT", socket_type="NodeSocketBool").default_value = True
     thr = iface.new_socket("Confidence Threshold", in_out="INPUT", socket_type="NodeSocketFloat")
     thr.default_value = 0.0
     iface.new_socket("Show All Frames", in_out="INPUT", socket_type="NodeSocketBool")
@@ -118,10 +127,23 @@ def _node_group(material) -> bpy.types.NodeTree:
     L.new(gin.outputs["Geometry"], delete.inputs["Geometry"])
     L.new(drop.outputs["Boolean"], delete.inputs["Selection"])
 
+    # Diameter in pixels: times the world size of a pixel at the point ("footprint").
+    footprint = N.new("GeometryNodeInputNamedAttribute")
+    footprint.data_type = "FLOAT"
+    footprint.inputs["Name"].default_value = "footprint"
+    in_pixels = N.new("ShaderNodeMath")
+    in_pixels.operation = "MULTIPLY"
+    L.new(gin.outputs["Point Size"], in_pixels.inputs[0])
+    L.new(footprint.outputs["Attribute"], in_pixels.inputs[1])
+    diameter = N.new("GeometryNodeSwitch")
+    diameter.input_type = "FLOAT"
+    L.new(gin.outputs["Size in Pixels"], diameter.inputs["Switch"])
+    L.new(gin.outputs["Point Size"], diameter.inputs["False"])
+    L.new(in_pixels.outputs["Value"], diameter.inputs["True"])
     radius = N.new("ShaderNodeMath")
     radius.operation = "MULTIPLY"
     radius.inputs[1].default_value = 0.5
-    L.new(gin.outputs["Point Size"], radius.inputs[0])
+    L.new(diameter.outputs["Output"], radius.inputs[0])
 
     to_points = N.new("GeometryNodeMeshToPoints")
     to_points.mode = "VERTICES"
@@ -141,7 +163,8 @@ def _point_material(name: str, color_mode: str, conf_range: tuple[float, float])
     if color_mode not in COLOR_MODES:
         raise ValueError(f"point colour mode {color_mode!r} is not one of {COLOR_MODES}")
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
+        mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     emit = nodes.new("ShaderNodeEmission")

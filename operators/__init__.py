@@ -2,7 +2,18 @@
 
 import bpy
 
+from . import backend, jobs
 from .import_bundle import PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display
 
-classes = (PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display)
-register, unregister = bpy.utils.register_classes_factory(classes)
+classes = (PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display) + jobs.classes
+_register, _unregister = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    _register()
+
+
+def unregister():
+    jobs.unregister_timers()
+    backend.stop()
+    _unregister()

@@ -19,7 +19,11 @@ class PARALLAX_OT_import_bundle(bpy.types.Operator):
     filter_glob: StringProperty(default="*.json;*.zip", options={"HIDDEN"})
     scale: FloatProperty(name="Scale", default=1.0, min=1e-6)
     align_to_floor: BoolProperty(name="Align to Floor", default=False)
-    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, subtype="DISTANCE")
+    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=20.0,
+                              description="Point diameter, in pixels or in scene units; 0 picks one")
+    size_in_pixels: BoolProperty(name="Size in Pixels", default=True,
+                                 description="Point Size in pixels of each point's own frame (dense maps); "
+                                             "off: in scene units (sparse points)")
     conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0)
     show_all_frames: BoolProperty(name="Show All Frames", default=False)
     point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
@@ -42,6 +46,7 @@ class PARALLAX_OT_import_bundle(bpy.types.Operator):
             path = path[: -len("bundle.json")]
         options = ImportOptions(
             scale=self.scale, align_to_floor=self.align_to_floor, point_size=self.point_size,
+            size_in_pixels=self.size_in_pixels,
             conf_threshold=self.conf_threshold, show_all_frames=self.show_all_frames,
             point_color=self.point_color, max_points_per_frame=self.max_points_per_frame,
             import_plate=self.import_plate, camera_background=self.camera_background,
@@ -71,7 +76,8 @@ class PARALLAX_OT_set_point_display(bpy.types.Operator):
 
     def execute(self, context):
         s = context.scene.parallax
-        values = {"conf_threshold": s.conf_threshold, "show_all_frames": s.show_all_frames}
+        values = {"conf_threshold": s.conf_threshold, "show_all_frames": s.show_all_frames,
+                  "size_in_pixels": s.size_in_pixels}
         if s.point_size > 0:
             values["point_size"] = s.point_size
         for obj in context.selected_objects:

@@ -32,7 +32,7 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
         name="Camera engine",
         items=[("unified", "Unified model", "Parallax's own video model (JOG3R heads)"),
                ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)")],
-        default="unified")
+        default="colmap")
 
     def draw(self, context):
         layout = self.layout
@@ -45,6 +45,28 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.prop(self, "device")
         row.prop(self, "default_engine")
+        if self.backend_mode == "LOCAL":
+            self.draw_env(layout)
+        layout.operator("parallax.release_memory", icon="TRASH")
+
+    def draw_env(self, layout):
+        from ..operators.backend import EnvBuild, env_dir
+
+        box = layout.box()
+        row = box.row()
+        row.label(text=f"Backend environment: {env_dir()}")
+        row.operator("parallax.create_backend_env", icon="CONSOLE")
+        if EnvBuild.state == "running":
+            box.label(text=f"Creating: {EnvBuild.stage}", icon="SORTTIME")
+        elif EnvBuild.state == "failed":
+            box.label(text=EnvBuild.message, icon="ERROR")
+        elif EnvBuild.state == "done":
+            box.label(text=EnvBuild.message, icon="CHECKMARK")
+        if EnvBuild.log:
+            col = box.column(align=True)
+            col.scale_y = 0.7
+            for line in EnvBuild.log[-8:]:
+                col.label(text=line[-160:])
 
 
 class ParallaxSceneSettings(bpy.types.PropertyGroup):
@@ -54,8 +76,11 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                          description="Multiply reconstructed lengths (results have arbitrary scale)")
     align_to_floor: BoolProperty(name="Align to Floor", default=False,
                                  description="Rotate and move the result so its dominant ground plane is Z = 0")
-    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=0.5, subtype="DISTANCE",
-                              description="Point diameter; 0 picks one from the scene's extent")
+    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=20.0,
+                              description="Point diameter, in pixels or in scene units; 0 picks one")
+    size_in_pixels: BoolProperty(name="Size in Pixels", default=True,
+                                 description="Point Size in pixels of each point's own frame (dense maps); "
+                                             "off: in scene units (sparse points)")
     conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0,
                                   description="Hide points below this confidence")
     show_all_frames: BoolProperty(name="Show All Frames", default=False,
@@ -71,6 +96,19 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
     camera_background: BoolProperty(name="Camera Background", default=True,
                                      description="Footage as the camera's background image")
     import_points: BoolProperty(name="Points", default=True)
+
+    # Job inputs: they stay as they are whatever happens to the job.
+    solve_source: StringProperty(name="Clip", subtype="FILE_PATH",
+                                 description="Video file, or a folder of frames (PNG/JPEG, in name order)")
+    solve_engine: EnumProperty(name="Engine", default="DEFAULT", items=[
+        ("DEFAULT", "Default", "The camera engine chosen in the preferences"),
+        ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)"),
+        ("unified", "Unified model", "Parallax's own video model (JOG3R heads)")])
+    solve_stride: IntProperty(name="Stride", default=1, min=1, max=100, description="Use every n-th frame")
+    solve_max_frames: IntProperty(name="Max Frames", default=0, min=0, description="Cap on frames used; 0: all")
+    gen_prompt: StringProperty(name="Prompt", description="What the shot shows and how the camera moves")
+    gen_frames: IntProperty(name="Frames", default=16, min=2, max=1000)
+    gen_seed: IntProperty(name="Seed", default=0, min=0)
 
 
 classes = (ParallaxPreferences, ParallaxSceneSettings)

@@ -36,7 +36,7 @@ def main() -> int:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     enable_addon()
-    result = bpy.ops.parallax.import_bundle(filepath=str(Path(args.bundle).resolve()), point_color="MARKER",
+    result = bpy.ops.parallax.import_bundle(filepath=str(Path(args.bundle).resolve()), point_color="MARKER", point_size=4.0,
                                             max_points_per_frame=600)
     if result != {"FINISHED"}:
         return 1

@@ -163,6 +163,35 @@ def rot_axis(axis, a: float) -> np.ndarray:
                      [z * x * C - y * s, z * y * C + x * s, c + z * z * C]])
 
 
+def rot_z_batch(a: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) rotations about z by angles a (F,)."""
+    c, s = np.cos(a), np.sin(a)
+    R = np.zeros(a.shape + (3, 3))
+    R[..., 0, 0], R[..., 0, 1], R[..., 1, 0], R[..., 1, 1], R[..., 2, 2] = c, -s, s, c, 1
+    return R
+
+
+def rot_axis_batch(axis, a: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) rotations about one unit axis by angles a (F,) (Rodrigues)."""
+    x, y, z = _unit(axis)
+    Kx = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    s, C = np.sin(a)[:, None, None], (1 - np.cos(a))[:, None, None]
+    return np.eye(3) + s * Kx + C * (Kx @ Kx)
+
+
+def look_at_batch(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(F, 4, 4) c2w with OpenCV axes for cameras at eye (F, 3) looking at target (F, 3); z-up world."""
+    f = target - eye
+    f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+    r = np.stack([f[:, 1], -f[:, 0], np.zeros(len(f))], -1)  # f x (0, 0, 1)
+    rn = np.linalg.norm(r, axis=-1, keepdims=True)
+    r = np.where(rn > 1e-6, r / np.maximum(rn, 1e-12), [1.0, 0, 0])
+    d = np.cross(f, r)
+    m = np.zeros((len(f), 4, 4))
+    m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3], m[:, 3, 3] = r, d, f, eye, 1
+    return m
+
+
 def look_at(eye, target, roll: float = 0.0) -> np.ndarray:
     """c2w (4x4) with OpenCV axes for a camera at ``eye`` looking at ``target``; z-up world."""
     f = _unit(np.asarray(target, float) - np.asarray(eye, float))
@@ -304,7 +333,7 @@ def _object_motion(rng, kind_of_motion: str, frames: int, stride: int, centre: n
     if "rotating" in parts:
         axis = np.array([0, 0, 1.0]) if rng.random() < 0.7 else _unit(rng.normal(size=3))
         w = rng.choice([-1, 1]) * rng.uniform(0.04, 0.15)
-        rot = np.stack([rot_axis(axis, w * ti) @ base_rot for ti in t])
+        rot = rot_axis_batch(axis, w * t) @ base_rot
         if abs(axis[2]) < 0.99:  # tumbling: lift so the bounding sphere clears the floor
             pos[:, 2] = np.maximum(pos[:, 2], radius + 0.02)
     return rot, pos
@@ -314,6 +343,7 @@ def _place_objects(rng, n_obj: int, n_moving: int, frames: int, stride: int, are
                    textures: list[str]) -> list[Primitive]:
     """Rejection-sample objects on the floor so their bounding discs do not overlap in any frame."""
     prims: list[Primitive] = []
+    all_pos, all_rad = np.zeros((0, frames, 3)), np.zeros((0, 1))
     for i in range(n_obj):
         for _attempt in range(30):
             kind, size, radius, rest_z = _sample_primitive_shape(rng)
@@ -333,20 +363,17 @@ def _place_objects(rng, n_obj: int, n_moving: int, frames: int, stride: int, are
                 if motion != "rotating" and rng.random() < 0.35:
                     motion += "+rotating"
             rot, pos = _object_motion(rng, motion, frames, stride, centre, rest_z, base, radius)
-            if not _clear_of(prims, pos, radius, area + 1.0):
+            if np.abs(pos[:, :2]).max() > area + 1.0:
                 continue
+            if prims:  # 3D bounding spheres, every frame (0.9: boxes rarely fill their sphere)
+                gap = np.linalg.norm(all_pos - pos, axis=-1) - 0.9 * (all_rad + radius)
+                if gap.min() < 0.02:
+                    continue
             prims.append(Primitive(kind, size, sample_material(rng, textures), rot, pos, motion, radius))
+            all_pos = np.stack([p.pos for p in prims])
+            all_rad = np.array([p.radius for p in prims])[:, None]
             break
     return prims
-
-
-def _clear_of(prims: list[Primitive], pos: np.ndarray, radius: float, limit: float) -> bool:
-    if np.abs(pos[:, :2]).max() > limit:
-        return False
-    for p in prims:  # 3D bounding spheres, every frame (0.9: boxes rarely fill their sphere)
-        if (np.linalg.norm(p.pos - pos, axis=1) < 0.9 * (p.radius + radius) + 0.02).any():
-            return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------
@@ -379,9 +406,7 @@ def _camera_path(rng, frames: int, stride: int, eye0: np.ndarray, target: np.nda
         sign = 1.0 if rng.random() < 0.5 else -1.0
         if part == "orbit":
             a = math.radians(amount(4, 45)) * sign
-            rel = eye0 - target
-            for f in range(frames):
-                eye[f] = target + rot_z(a * u[f]) @ rel + (eye[f] - eye0)
+            eye += rot_z_batch(a * u) @ (eye0 - target) + target - eye0
             labels.append(("orbit", "left" if sign > 0 else "right"))
         elif part == "dolly":
             d = amount(0.05, 0.5) * np.linalg.norm(target - eye0) * sign
@@ -419,13 +444,10 @@ def _camera_path(rng, frames: int, stride: int, eye0: np.ndarray, target: np.nda
             labels.append(("handheld", ""))
         elif part == "static":
             labels.append(("static", ""))
-    c2w = np.stack([look_at(eye[f], tgt[f]) for f in range(frames)])
-    for f in range(frames):
-        R = c2w[f, :3, :3]
-        # pan turns about world up (left = counterclockwise seen from above); tilt about the
-        # camera's x axis (positive pitch turns the forward axis toward -y, i.e. up); roll about z.
-        R = rot_z(yaw[f]) @ R @ rot_axis([1, 0, 0], pitch[f]) @ rot_z(roll[f])
-        c2w[f, :3, :3] = R
+    c2w = look_at_batch(eye, tgt)
+    # pan turns about world up (left = counterclockwise seen from above); tilt about the
+    # camera's x axis (positive pitch turns the forward axis toward -y, i.e. up); roll about z.
+    c2w[:, :3, :3] = rot_z_batch(yaw) @ c2w[:, :3, :3] @ rot_axis_batch([1, 0, 0], pitch) @ rot_z_batch(roll)
     return c2w, labels
 
 
@@ -480,7 +502,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     else:
         room = np.array([60.0, 60.0, 0.0])
         ceiling = False
-        area = rng.uniform(1.2, 3.5)
+        area = rng.uniform(1.0, 2.4)
     floor = sample_material(rng, textures, "floor")
     walls = sample_material(rng, textures, "wall")
     ceil = sample_material(rng, textures, "ceiling", patterns=("solid", "noise"))
@@ -501,6 +523,9 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     else:
         n_moving = 0
     n_moving = min(n_moving, n_obj)
+    area *= max(1.0, math.sqrt(n_obj / 7))  # crowded scenes spread out
+    if setting == "room":  # and the room grows to keep space for the camera around them
+        room[:2] = np.maximum(room[:2], 2 * (area + 2.2))
     prims = _place_objects(rng, n_obj, n_moving, frames, stride, area, textures)
 
     # Lights: 1-2 (point lights under a room's ceiling; suns outdoors) plus ambient.
@@ -540,7 +565,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
                 parts.append("handheld")
             if attempt >= 30:  # crowded scene: settle for a gentle motion
                 parts = ["pan"]
-        max_r = (min(room[:2]) / 2 - 0.5) if setting == "room" else area + 6.0
+        max_r = (min(room[:2]) / 2 - 0.5) if setting == "room" else area + 2.5
         min_r = area + 0.9
         dist = rng.uniform(min_r, max(min_r + 0.1, max_r))
         az = rng.uniform(0, 2 * math.pi)
@@ -657,3 +682,8 @@ def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixe
         verb = _OBJECT_VERBS[m][rng.integers(len(_OBJECT_VERBS[m]))]
         text += f"; {obj(i)} {verb}"
     return text
+
+
+def _sample_scene_args(args: tuple) -> SceneSpec:
+    """``sample_scene(*args)``: a picklable entry point for process pools."""
+    return sample_scene(*args)

@@ -27,12 +27,14 @@ import torch
 
 from .scene import (HELDOUT_SEED_START, KINDS, PATTERNS, SceneSpec, heldout_seeds, is_heldout,  # noqa: F401
                     list_textures, make_caption, sample_scene)
+from .scene import _sample_scene_args
 from .scene import sample_train_seeds as _sample_train_seeds_np
 
 EPS = 1e-4  # minimum ray distance (metres)
 SHADOW_OFFSET = 2e-3  # shadow rays start this far off the surface
 TORUS_STEPS = 40
 TEXTURE_SIZE = 256
+MIP_LEVELS = 5
 GROUND_FOG = 45.0  # metres: distant open ground fades into the horizon colour
 
 
@@ -76,13 +78,34 @@ def render_batch(seeds: list[int], frames: int = 16, height: int = 128, width: i
                  textures: Optional[str] = None, intrinsics: Optional[dict] = None,
                  dynamic: Optional[bool] = None, n_objects: Optional[int] = None,
                  motion: Optional[str] = None, shadows: bool = True,
-                 chunk_rays: Optional[int] = None) -> ClipBatch:
-    """Render one clip per seed. See the module docstring for the outputs."""
+                 chunk_rays: Optional[int] = None, workers: int = 0) -> ClipBatch:
+    """Render one clip per seed. See the module docstring for the outputs.
+
+    workers: sample the scene descriptions in that many processes (numpy work that would
+    otherwise cap GPU throughput); 0 samples in this process. Results are identical.
+    """
+    specs = sample_specs(seeds, frames, height, width, textures, intrinsics, dynamic, n_objects, motion, workers)
+    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+
+
+_POOLS: dict = {}
+
+
+def sample_specs(seeds, frames=16, height=128, width=128, textures=None, intrinsics=None, dynamic=None,
+                 n_objects=None, motion=None, workers: int = 0) -> list[SceneSpec]:
+    """Scene descriptions for ``seeds`` (``backend.data.scene.sample_scene``), optionally in a
+    persistent pool of ``workers`` processes (spawned: they import numpy only, never CUDA)."""
     tex_files = list_textures(textures) if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__") \
         else list(textures or [])
-    specs = [sample_scene(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion)
-             for s in seeds]
-    return render_specs(specs, device=device, shadows=shadows, chunk_rays=chunk_rays)
+    args = [(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion) for s in seeds]
+    if workers <= 1 or len(args) < 2 * workers:
+        return [sample_scene(*a) for a in args]
+    if workers not in _POOLS:
+        import concurrent.futures
+        import multiprocessing
+
+        _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return list(_POOLS[workers].map(_sample_scene_args, args, chunksize=max(1, len(args) // (4 * workers))))
 
 
 def render_clip(seed: int, **kwargs) -> ClipBatch:
@@ -132,13 +155,16 @@ def _texture_atlas(specs: list[SceneSpec], device) -> tuple[torch.Tensor, dict]:
     """(T*S*S, 3) linear-light texels of every photo used in the batch, and path -> atlas index."""
     used = sorted({m.photo for s in specs for m in _materials(s) if m.pattern == "photo"})
     if not used:
-        return torch.zeros(1, 3, device=device), {}
+        return [torch.zeros(1, 3, device=device)], {}
     key = (tuple(used), str(device))
     if key not in _ATLAS_CACHE:
         if len(_ATLAS_CACHE) > 8:
             _ATLAS_CACHE.clear()
-        imgs = np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0
-        _ATLAS_CACHE[key] = torch.from_numpy(imgs ** 2.2).reshape(-1, 3).to(device)
+        lin = torch.from_numpy((np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0) ** 2.2)
+        levels = [lin]  # mip levels by 2x2 box filtering: distant photo surfaces do not alias
+        for _ in range(MIP_LEVELS - 1):
+            levels.append(torch.nn.functional.avg_pool2d(levels[-1].permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1))
+        _ATLAS_CACHE[key] = [lv.reshape(-1, 3).contiguous().to(device) for lv in levels]
     return _ATLAS_CACHE[key], {p: i for i, p in enumerate(used)}
 
 
@@ -212,7 +238,12 @@ def _pack(specs: list[SceneSpec], device, tex_index: dict) -> dict:
     # Outputs live in the frame-0 camera: c2w_rel[f] = inv(c2w[0]) @ c2w[f], in float64.
     c2w_rel = np.linalg.inv(c2w_scene[:, :1]) @ c2w_scene
     f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
-    return dict(
+    # Row-major flat copies: 1-D index_select is much faster than multi-index gathers.
+    rot_rows, pos_rows = f32(rot.reshape(B * F * N, 9)), f32(pos.reshape(B * F * N, 3))
+    return dict(rot_rows=rot_rows, pos_rows=pos_rows, pos_bf=pos_rows.view(B * F, N, 3),
+                size_rows=f32(size.reshape(B * N, 3)), kind_rows=torch.as_tensor(kind.reshape(-1), device=device),
+                mat_rows=f32(mats.reshape(B * (N + 3), MAT_FIELDS)),
+                moving_rows=torch.as_tensor(moving.reshape(-1), device=device),
         B=B, F=F, N=N, kind=kind, kind_t=torch.as_tensor(kind, device=device), size=f32(size),
         radius2=f32(radius2),
         rot=f32(rot), pos=f32(pos), moving=torch.as_tensor(moving, device=device), mats=f32(mats),
@@ -411,19 +442,24 @@ def _plane_uv(p: tuple, n: tuple) -> tuple:
     return u, v
 
 
-def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
-    """(m, 3) linear albedo of one pattern for the gathered material rows ``mat`` (m, 20)."""
+def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, fp: torch.Tensor, atlas: list) -> torch.Tensor:
+    """(m, 3) linear albedo of one pattern for the gathered material rows ``mat`` (m, 20).
+
+    ``fp`` is each pixel's footprint on the surface (metres): patterns finer than a pixel fade to
+    their mean colour and photos read a coarser mip level, a cheap stand-in for anti-aliasing.
+    """
     a, b = mat[:, 1:4], mat[:, 4:7]
     scale = mat[:, 7]
+    fade = ((fp / scale - 0.3) * 2).clamp(0, 1)[:, None]  # 0: pattern resolved, 1: under a pixel
     axis = (mat[:, 8], mat[:, 9], mat[:, 10])
     q = tuple(c / scale + 0.25 for c in p)  # +0.25: surfaces at integer coordinates never sit on a cell edge
     if name == "solid":
         return a
     if name == "checker":
         odd = (torch.floor(q[0]) + torch.floor(q[1]) + torch.floor(q[2])).remainder(2) >= 1
-        return torch.where(odd[:, None], b, a)
+        return torch.where(odd[:, None], b, a) * (1 - fade) + 0.5 * (a + b) * fade
     if name == "stripes":
-        return torch.where((_dot(q, axis).remainder(1) < 0.5)[:, None], b, a)
+        return torch.where((_dot(q, axis).remainder(1) < 0.5)[:, None], b, a) * (1 - fade) + 0.5 * (a + b) * fade
     if name == "noise":
         s = 0.65 * _value_noise(q) + 0.35 * _value_noise(tuple(c * 2.7 for c in q))
         return b + (a - b) * s[:, None]
@@ -439,26 +475,33 @@ def _pattern(name: str, mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tens
         mortar = (fu < 0.04) | (fv < 0.09)
         ri = row.to(torch.int64)
         var = 0.75 + 0.4 * _hash01(torch.floor(bu).to(torch.int64), ri, ri * 0)
-        return torch.where(mortar[:, None], b, a * var[:, None])
+        fade = ((fp / bh - 0.3) * 2).clamp(0, 1)[:, None]
+        return torch.where(mortar[:, None], b, a * var[:, None]) * (1 - fade) + (0.83 * a + 0.17 * b) * fade
     # photo: rotate, scale (metres per tile), offset (the random crop), wrap; nearest texel
     cr, sr = torch.cos(mat[:, 12]), torch.sin(mat[:, 12])
     pu = (cr * u - sr * v) / scale + mat[:, 13]
     pv = (sr * u + cr * v) / scale + mat[:, 14]
-    S = TEXTURE_SIZE
-    ix = (pu.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
-    iy = (pv.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
-    idx = (mat[:, 11].to(torch.int64) * S + iy) * S + ix
-    return atlas[idx] * mat[:, 15:18]
+    level = torch.log2(fp * TEXTURE_SIZE / scale).round().clamp(0, len(atlas) - 1).to(torch.int64)
+    out = torch.zeros_like(a)
+    for lv, texels in enumerate(atlas):
+        S = TEXTURE_SIZE >> lv
+        ix = (pu.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+        iy = (pv.remainder(1) * S).to(torch.int64).clamp(0, S - 1)
+        idx = (mat[:, 11].to(torch.int64) * S + iy) * S + ix
+        out = torch.where((level == lv)[:, None], texels.index_select(0, idx), out)
+    return out * mat[:, 15:18]
 
 
-def _albedo(mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch.Tensor:
+def _albedo(mat: torch.Tensor, p: tuple, n: tuple, fp: torch.Tensor, atlas: list) -> torch.Tensor:
     """(m, 3) linear albedo: each pattern is evaluated only on the pixels that use it."""
     out = torch.empty(mat.shape[0], 3, device=mat.device)
     pid = mat[:, 0].to(torch.int64)
     for k, name in enumerate(PATTERNS):
         sel = (pid == k).nonzero()[:, 0]
         if sel.numel():
-            out[sel] = _pattern(name, mat[sel], tuple(c[sel] for c in p), tuple(c[sel] for c in n), atlas)
+            pick = lambda x: x.index_select(0, sel)  # noqa: E731
+            out.index_copy_(0, sel, _pattern(name, pick(mat), tuple(map(pick, p)), tuple(map(pick, n)), pick(fp),
+                                             atlas))
     return out.clamp(0, 1)
 
 
@@ -466,44 +509,58 @@ def _albedo(mat: torch.Tensor, p: tuple, n: tuple, atlas: torch.Tensor) -> torch
 # Casting rays against every primitive of a chunk
 
 
-def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_max=None, want_index=True):
+def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_max=None, want_index=True,
+          camera_rays: bool = False):
     """Nearest primitive hit for M flat rays (origin o, unit direction d, clip bi, frame fi).
 
     A bounding-sphere test over all (ray, primitive) pairs picks the candidates; the exact
     intersection then runs per kind on the candidates only. Returns t (M,) (+inf: no hit)
     and the primitive slot (M,) (-1: no hit), or only t when ``want_index`` is False.
+    ``camera_rays``: the rays are every pixel of every frame in (clip, frame, pixel) order, all
+    from the frame's camera centre, so the per-primitive terms broadcast instead of gathering.
     """
     M = d[0].shape[0]
     dev = d[0].device
-    pos = pk["pos"][bi, fi]  # (M, N, 3)
-    oc = tuple(o[i][:, None] - pos[..., i] for i in range(3))
-    b = _dot(oc, tuple(c[:, None] for c in d))
-    c = _dot(oc, oc) - pk["radius2"][bi]
-    disc = b * b - c
+    N, F = pk["N"], pk["F"]
+    if camera_rays:
+        BF = pk["B"] * F
+        oc = tuple(pk["c2w_scene"][:, :, i, 3].reshape(BF, 1) - pk["pos_bf"][..., i] for i in range(3))  # (BF, N)
+        c = _dot(oc, oc) - pk["radius2"].repeat_interleave(F, dim=0)
+        b = _dot(tuple(x[:, None, :] for x in oc), tuple(v.view(BF, -1, 1) for v in d))  # (BF, P, N)
+        disc = (b * b - c[:, None, :]).view(M, N)
+        b = b.view(M, N)
+    else:
+        pos = pk["pos_bf"].index_select(0, bi * F + fi)  # (M, N, 3)
+        oc = tuple(o[i][:, None] - pos[..., i] for i in range(3))
+        b = _dot(oc, tuple(c[:, None] for c in d))
+        c = _dot(oc, oc) - pk["radius2"].index_select(0, bi)
+        disc = b * b - c
     sq = torch.sqrt(disc.clamp_min(0))
     cand = (disc >= 0) & (sq - b > EPS)
     if t_max is not None:
         cand &= (-b - sq) < t_max[:, None]
     ray, slot = cand.nonzero(as_tuple=True)
     t_all = torch.full((ray.shape[0],), math.inf, device=dev)
-    kinds = pk["kind_t"][bi[ray], slot]
+    rb = bi.index_select(0, ray)
+    kinds = pk["kind_rows"].index_select(0, rb * N + slot)
     for k, name in enumerate(KINDS):
         sel = (kinds == k).nonzero()[:, 0]
         if sel.numel() == 0:
             continue
-        r, s = ray[sel], slot[sel]
-        cb, cf = bi[r], fi[r]
-        R = pk["rot"][cb, cf, s]  # (m, 3, 3)
-        T = pk["pos"][cb, cf, s]
-        ol = _rotT(R, tuple(o[i][r] - T[:, i] for i in range(3)))
-        dl = _rotT(R, tuple(c[r] for c in d))
-        t_all[sel] = HIT[name](ol, dl, pk["size"][cb, s])
+        r, s = ray.index_select(0, sel), slot.index_select(0, sel)
+        cb = rb.index_select(0, sel)
+        row = (cb * F + fi.index_select(0, r)) * N + s
+        R = pk["rot_rows"].index_select(0, row).view(-1, 3, 3)
+        T = pk["pos_rows"].index_select(0, row)
+        ol = _rotT(R, tuple(o[i].index_select(0, r) - T[:, i] for i in range(3)))
+        dl = _rotT(R, tuple(c.index_select(0, r) for c in d))
+        t_all.index_copy_(0, sel, HIT[name](ol, dl, pk["size_rows"].index_select(0, cb * N + s)))
     if t_max is not None:
-        t_all = torch.where(t_all < t_max[ray], t_all, torch.full_like(t_all, math.inf))
+        t_all = torch.where(t_all < t_max.index_select(0, ray), t_all, torch.full_like(t_all, math.inf))
     best = torch.full((M,), math.inf, device=dev).scatter_reduce_(0, ray, t_all, "amin")
     if not want_index:
         return best, None
-    win = (t_all == best[ray]) & torch.isfinite(t_all)
+    win = (t_all == best.index_select(0, ray)) & torch.isfinite(t_all)
     best_slot = torch.full((M,), -1, dtype=torch.int64, device=dev)
     best_slot.scatter_reduce_(0, ray, torch.where(win, slot, torch.full_like(slot, -1)), "amax")
     return best, best_slot
@@ -534,21 +591,21 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
     bi = flat(torch.arange(B, device=device)[:, None, None])
     fi = flat(torch.arange(F, device=device)[None, :, None])
 
-    t_obj, slot = _cast(pk, ow, dw, bi, fi)
+    t_obj, slot = _cast(pk, ow, dw, bi, fi, camera_rays=True)
 
     # Room (the camera is inside an axis-aligned box) or open ground (a disc at z = 0); sky.
-    room = pk["room"][bi]
+    room = pk["room"].index_select(0, bi)
     inf = torch.full_like(t_obj, math.inf)
     tx = (torch.where(dw[0] > 0, room[:, 0], -room[:, 0]) / 2 - ow[0]) / _safe(dw[0])
     ty = (torch.where(dw[1] > 0, room[:, 1], -room[:, 1]) / 2 - ow[1]) / _safe(dw[1])
     tfloor = torch.where(dw[2] < 0, -ow[2] / _safe(dw[2]), inf)
     ttop = torch.where(dw[2] > 0, (room[:, 2] - ow[2]) / _safe(dw[2]), inf)
-    is_open = pk["open"][bi]
+    is_open = pk["open"].index_select(0, bi)
     tx, ty, ttop = (torch.where(is_open, inf, x) for x in (tx, ty, ttop))
     t_env, face = torch.stack([tfloor, tx, ty, ttop], dim=-1).min(dim=-1)  # 0 floor, 1/2 walls, 3 top
     gx, gy = ow[0] + tfloor * dw[0], ow[1] + tfloor * dw[1]
     off_ground = is_open & ((gx * gx + gy * gy) > room[:, 0] ** 2)
-    no_ceiling = (face == 3) & ~pk["ceiling"][bi]
+    no_ceiling = (face == 3) & ~pk["ceiling"].index_select(0, bi)
     t_env = torch.where(off_ground | no_ceiling, inf, t_env)
     use_obj = t_obj < t_env
     t = torch.where(use_obj, t_obj, t_env)
@@ -558,24 +615,27 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
 
     # Shade the surface pixels only (compacted).
     hit = (~sky).nonzero()[:, 0]
-    hb, hf, hs, ho = bi[hit], fi[hit], slot[hit].clamp_min(0), use_obj[hit]
-    hd = tuple(c[hit] for c in dw)
-    xw = tuple(ow[i][hit] + t[hit] * hd[i] for i in range(3))
-    R = pk["rot"][hb, hf, hs]
-    T = pk["pos"][hb, hf, hs]
+    pick = lambda x: x.index_select(0, hit)  # noqa: E731
+    hb, hf, hs, ho = pick(bi), pick(fi), pick(slot).clamp_min(0), pick(use_obj)
+    hd = tuple(c.index_select(0, hit) for c in dw)
+    xw = tuple(ow[i].index_select(0, hit) + t.index_select(0, hit) * hd[i] for i in range(3))
+    row = (hb * F + hf) * N + hs
+    R = pk["rot_rows"].index_select(0, row).view(-1, 3, 3)
+    T = pk["pos_rows"].index_select(0, row)
     pl = _rotT(R, tuple(xw[i] - T[:, i] for i in range(3)))
     nl = [torch.zeros_like(xw[0]) for _ in range(3)]
-    kind = pk["kind_t"][hb, hs]
+    kind = pk["kind_rows"].index_select(0, hb * N + hs)
+    size_h = pk["size_rows"].index_select(0, hb * N + hs)
     for k, name in enumerate(KINDS):
         sel = (ho & (kind == k)).nonzero()[:, 0]
         if sel.numel():
-            nk = _normal_of_kind(name, tuple(c[sel] for c in pl), pk["size"][hb[sel], hs[sel]])
+            nk = _normal_of_kind(name, tuple(c.index_select(0, sel) for c in pl), size_h.index_select(0, sel))
             for i in range(3):
-                nl[i][sel] = nk[i]
+                nl[i].index_copy_(0, sel, nk[i])
     norm = torch.sqrt(_dot(nl, nl)).clamp_min(1e-12)
     nl = tuple(c / norm for c in nl)
     n_obj = _rot(R, nl)
-    hface = face[hit]
+    hface = face.index_select(0, hit)
     zero, one = torch.zeros_like(xw[0]), torch.ones_like(xw[0])
     n_env = (torch.where(hface == 1, -torch.sign(hd[0]), zero), torch.where(hface == 2, -torch.sign(hd[1]), zero),
              torch.where(hface == 0, one, torch.where(hface == 3, -one, zero)))
@@ -583,17 +643,20 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
     tex_p = tuple(torch.where(ho, pl[i], xw[i]) for i in range(3))
     tex_n = tuple(torch.where(ho, nl[i], n_env[i]) for i in range(3))
     mat_id = torch.where(ho, hs, N + torch.where(hface == 0, 0, torch.where(hface == 3, 2, 1)))
-    albedo = _albedo(pk["mats"][hb, mat_id], tex_p, tex_n, atlas)
+    # Pixel footprint on the surface: distance x pixel angle, stretched at grazing angles.
+    pix_angle = 1.0 / pk["K"][:, 0, 0].index_select(0, hb)
+    fp = t.index_select(0, hit) * pix_angle / _dot(n, hd).abs().clamp_min(0.15)
+    albedo = _albedo(pk["mat_rows"].index_select(0, hb * (N + 3) + mat_id), tex_p, tex_n, fp, atlas)
 
     # Lambertian: ambient + 1-2 lights, hard shadows cast by the primitives.
     facing = torch.where(_dot(n, hd) > 0, -one, one)
     n = tuple(c * facing for c in n)
-    light = pk["ambient"][hb].clone()
+    light = pk["ambient"].index_select(0, hb).clone()
     for li in range(2):
-        lk = pk["light_kind"][hb, li]
+        lk = pk["light_kind"][:, li].index_select(0, hb)
         if not bool((lk > 0).any()):
             continue
-        lv = pk["light_vec"][hb, li]
+        lv = pk["light_vec"][:, li].index_select(0, hb)
         to_l = tuple(torch.where(lk == 1, lv[:, i] - xw[i], -lv[:, i]) for i in range(3))
         dist2 = _dot(to_l, to_l).clamp_min(1e-12)
         dist = torch.sqrt(dist2)
@@ -601,19 +664,20 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
         w = _dot(n, ldir).clamp_min(0) * torch.where(lk == 1, 1.0 / dist2, one) * (lk > 0)
         if shadows:
             lit = (w > 0).nonzero()[:, 0]
-            so = tuple(xw[i][lit] + SHADOW_OFFSET * n[i][lit] for i in range(3))
-            tmax = torch.where(lk[lit] == 1, dist[lit], inf[:1].expand(lit.shape[0]))
-            ts, _ = _cast(pk, so, tuple(c[lit] for c in ldir), hb[lit], hf[lit], t_max=tmax, want_index=False)
-            w[lit] = torch.where(torch.isinf(ts), w[lit], zero[:1])
-        light = light + w[:, None] * pk["light_col"][hb, li]
+            so = tuple(xw[i].index_select(0, lit) + SHADOW_OFFSET * n[i].index_select(0, lit) for i in range(3))
+            tmax = torch.where(lk.index_select(0, lit) == 1, dist.index_select(0, lit), inf[:1].expand(lit.shape[0]))
+            sub = lambda x: x.index_select(0, lit)  # noqa: E731
+            ts, _ = _cast(pk, so, tuple(map(sub, ldir)), sub(hb), sub(hf), t_max=tmax, want_index=False)
+            w.index_copy_(0, lit, torch.where(torch.isinf(ts), sub(w), zero[:1]))
+        light = light + w[:, None] * pk["light_col"][:, li].index_select(0, hb)
     col_hit = albedo * light
-    fog = torch.where(pk["open"][hb], 1 - torch.exp(-t[hit] / GROUND_FOG), zero)
-    col_hit = col_hit * (1 - fog[:, None]) + pk["sky"][hb, 0] * fog[:, None]
+    fog = torch.where(pk["open"].index_select(0, hb), 1 - torch.exp(-t.index_select(0, hit) / GROUND_FOG), zero)
+    col_hit = col_hit * (1 - fog[:, None]) + pk["sky"][:, 0].index_select(0, hb) * fog[:, None]
 
     # Sky gradient by elevation, then the surface pixels on top.
     up = dw[2].clamp(0, 1).sqrt()[:, None]
-    col = pk["sky"][bi, 0] * (1 - up) + pk["sky"][bi, 1] * up
-    col[hit] = col_hit
+    col = pk["sky"][:, 0].index_select(0, bi) * (1 - up) + pk["sky"][:, 1].index_select(0, bi) * up
+    col.index_copy_(0, hit, col_hit)
     rgb = col.clamp(0, 1).pow(1 / 2.2).mul(255).round().to(torch.uint8)
 
     # Ground truth in the frame-0 camera: X = c_rel + t (R_rel d_cam); depth = t * (d . z_cam).
@@ -624,7 +688,7 @@ def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
     depth = t * flat(inv_len[:, None, :])
     m = (crel[1] * d0[2] - crel[2] * d0[1], crel[2] * d0[0] - crel[0] * d0[2], crel[0] * d0[1] - crel[1] * d0[0])
     rays = torch.stack([d0[0], d0[1], d0[2], *m], dim=-1)
-    dyn = pk["moving"][bi, slot.clamp_min(0)] & (slot >= 0)
+    dyn = pk["moving_rows"].index_select(0, bi * N + slot.clamp_min(0)) & (slot >= 0)
     counts = torch.zeros(B, N + 1, device=device, dtype=torch.int64)
     counts.view(-1).scatter_add_(0, bi * (N + 1) + slot + 1, torch.ones_like(slot))
 

@@ -22,6 +22,11 @@ from .rotations import as_tensor, deg, relative_rotation_angle, rotation_angle
 FAILED_DEG = 180.0  # error given to a pair involving an unregistered (NaN) frame
 
 
+def _cpu(x) -> torch.Tensor:
+    """Any array (numpy, list, torch on any device) -> float64 CPU tensor."""
+    return as_tensor(x, device="cpu")
+
+
 # ---------------------------------------------------------------------------------------------
 # Angle errors
 
@@ -90,7 +95,7 @@ def pairwise_metrics(c2w_pred, c2w_gt, thresholds: tuple = (5,), auc_threshold: 
     Returns "rot_err", "transl_err" (mean deg), "RRA@5", "RTA@5" (fraction of pairs < 5 deg),
     "mAA@30", "pairs" (number of pairs), "registered" (frames with a pose).
     """
-    pred, gt = as_tensor(c2w_pred), as_tensor(c2w_gt)
+    pred, gt = _cpu(c2w_pred), _cpu(c2w_gt)
     if pred.shape != gt.shape or pred.shape[-2:] != (4, 4) or pred.dim() != 3:
         raise ValueError(f"expected two (F, 4, 4) arrays, got {tuple(pred.shape)} and {tuple(gt.shape)}")
     if not torch.isfinite(gt).all():
@@ -140,7 +145,7 @@ def ate_rpe(c2w_pred, c2w_gt, align: bool = True, correct_scale: bool = True) ->
     ``rpe(..., delta=1 frame, all_pairs=True)`` with translation_part / rotation_angle_deg.
     Inputs (F, 4, 4) c2w, numpy or torch, all finite.
     """
-    pred, gt = as_tensor(c2w_pred), as_tensor(c2w_gt)
+    pred, gt = _cpu(c2w_pred), _cpu(c2w_gt)
     if pred.shape != gt.shape or pred.dim() != 3:
         raise ValueError(f"expected two (F, 4, 4) arrays, got {tuple(pred.shape)} and {tuple(gt.shape)}")
     if not (torch.isfinite(pred).all() and torch.isfinite(gt).all()):
@@ -175,7 +180,7 @@ def pair_pose_metrics(R_pred, t_pred, R_gt, t_gt, thresholds: tuple = (5, 15, 30
     Returns "MRE", "MTE" (mean deg), "R_acc@{5,15,30}", "t_acc@{5,15,30}" (fraction < threshold),
     "AUC@30" (mAA of max(rot, transl) error over 1..30 deg), "pairs".
     """
-    Rp, tp, Rg, tg = (as_tensor(x) for x in (R_pred, t_pred, R_gt, t_gt))
+    Rp, tp, Rg, tg = (_cpu(x) for x in (R_pred, t_pred, R_gt, t_gt))
     Rp, Rg = Rp.reshape(-1, 3, 3), Rg.reshape(-1, 3, 3)
     tp, tg = tp.reshape(-1, 3), tg.reshape(-1, 3)
     ok = torch.isfinite(Rp).flatten(1).all(-1) & torch.isfinite(tp).all(-1)
@@ -210,7 +215,7 @@ def fit_scale_l1(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return _weighted_median(gt / pred, pred.abs())
 
 
-def fit_scale_shift_l1(pred: torch.Tensor, gt: torch.Tensor, n_iters: int = 100):
+def fit_scale_shift_l1(pred: torch.Tensor, gt: torch.Tensor, n_iters: int = 60):
     """argmin_{s>0,b} sum |s pred + b - gt| (least absolute deviations).
 
     For a fixed s the best shift is median(gt - s pred), and the remaining cost is convex in s,
@@ -247,12 +252,12 @@ def video_depth_metrics(pred, gt, mask=None, align: str = "scale", max_depth: fl
     Valid pixels: mask (if given) and finite gt > 0 (and < max_depth if given) and finite pred.
     Returns "abs_rel", "delta1.25", "scale", "shift", "pixels".
     """
-    p, g = as_tensor(pred).reshape(-1), as_tensor(gt).reshape(-1)
+    p, g = _cpu(pred).reshape(-1), _cpu(gt).reshape(-1)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt differ in size: {tuple(as_tensor(pred).shape)} vs {tuple(as_tensor(gt).shape)}")
     valid = torch.isfinite(g) & (g > 0) & torch.isfinite(p)
     if mask is not None:
-        valid &= as_tensor(mask, dtype=torch.bool).reshape(-1)
+        valid &= as_tensor(mask, dtype=torch.bool, device="cpu").reshape(-1)
     if max_depth is not None:
         valid &= g < max_depth
     p, g = p[valid], g[valid]

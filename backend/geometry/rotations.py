@@ -20,15 +20,16 @@ def as_tensor(x, dtype=torch.float64, device=None) -> torch.Tensor:
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """(..., 4) quaternion (w, x, y, z), any norm -> (..., 3, 3) rotation matrix."""
+    """(..., 4) quaternion (w, x, y, z), any norm -> (..., 3, 3) rotation matrix.
+
+    R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]_x, written with few tensor ops: global alignment
+    calls it every iteration, where kernel count, not arithmetic, sets the speed.
+    """
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    rows = (
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    )
-    return torch.stack(rows, -1).reshape(q.shape[:-1] + (3, 3))
+    w, v = q[..., :1], q[..., 1:]
+    eye = torch.eye(3, dtype=q.dtype, device=q.device)
+    return ((w * w - (v * v).sum(-1, keepdim=True))[..., None] * eye
+            + 2 * v[..., :, None] * v[..., None, :] + (2 * w)[..., None] * skew(v))
 
 
 def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:

@@ -74,3 +74,38 @@ def corrupt(X: torch.Tensor, rel_noise: float, outlier_frac: float, generator: t
     mag = (0.3 + 0.7 * torch.rand(X.shape[:-1] + (1,), generator=generator, dtype=X.dtype)) * dist
     Xn = torch.where(out[..., None], X + mag * direction, Xn)
     return Xn, out
+
+
+def graph_views(clip: dict, frame: torch.Tensor, group: torch.Tensor, rel_noise: float = 0.01,
+                outlier_frac: float = 0.0, seed: int = 0, pose_jitter: float = 0.0, focal_jitter: float = 0.0):
+    """What a network would predict for a pair/window graph: view v is frame ``frame[v]`` in the
+    camera of its group's first view, at the group's own random scale.
+
+    Noise and outliers as in ``corrupt``; confidences uniform in [1, 10], 1.2 on outliers.
+    ``pose_jitter`` (in units of the mean step between frames) moves each frame's camera centre
+    and ``focal_jitter`` (relative) stretches its map sideways, independently per frame and the
+    same in every group: the frame-to-frame jitter JOG3R's temporal terms are meant to remove.
+    Returns pointmaps (V, H, W, 3), confidence (V, H, W).
+    """
+    g = torch.Generator().manual_seed(seed)
+    X_cam, c2w = clip["X_cam"], clip["c2w"]
+    n, H, W = X_cam.shape[:3]
+    step = (c2w[1:, :3, 3] - c2w[:-1, :3, 3]).norm(dim=-1).mean()
+    jit_t = pose_jitter * step * torch.randn(n, 3, generator=g, dtype=X_cam.dtype)
+    jit_f = 1 + focal_jitter * torch.randn(n, generator=g, dtype=X_cam.dtype)
+    scales = torch.exp(torch.empty(int(group.max()) + 1, dtype=X_cam.dtype).uniform_(-0.7, 0.7, generator=g))
+    maps, confs = [], []
+    for v in range(len(frame)):
+        f, grp = int(frame[v]), int(group[v])
+        ref = int(frame[torch.nonzero(group == grp)[0, 0]])
+        X = X_cam[f].clone()
+        T = c2w[f].clone()
+        if f != ref:  # the reference view of a group is its own camera: nothing to jitter
+            X[..., :2] *= jit_f[f]
+            T[:3, 3] += jit_t[f]
+        X = transform_points(invert_pose(c2w[ref]) @ T, X)
+        X, out = corrupt(X, rel_noise, outlier_frac, g)
+        maps.append(scales[grp] * X)
+        conf = 1 + 9 * torch.rand(H, W, generator=g, dtype=X.dtype)
+        confs.append(torch.where(out, torch.full_like(conf, 1.2), conf))
+    return torch.stack(maps), torch.stack(confs)

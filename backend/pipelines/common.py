@@ -6,6 +6,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Optional
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,7 +51,11 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def as_frames(frames) -> torch.Tensor:
-    """Accept a (F, H, W, 3) uint8 array/tensor or a list of (H, W, 3) arrays."""
+    """Accept a (F, H, W, 3) uint8 array/tensor, a list of (H, W, 3) arrays, or a video /
+    image-folder path (read by the shared ``io_video`` reader, as the other engines do)."""
+    if isinstance(frames, (str, os.PathLike)):
+        from ..io_video import read_frames
+        frames = read_frames(frames).frames
     if isinstance(frames, (list, tuple)):
         frames = np.stack([np.asarray(f) for f in frames])
     t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)

@@ -212,7 +212,7 @@ class UnifiedEngine:
             depth.append(DepthFrame(d.clamp_min(0).numpy(), cf.numpy().astype(np.float16)))
         mean_conf = float(conf_all.mean())
         report(progress, 1.0, "done")
-        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(options.get("fps", 24.0)),
+        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(options.get("fps") or 24.0),
                       engine=self.name, model_id=self.model_id, frames=list(frames.numpy()), cameras=cams,
                       points=points, depth=depth,
                       scores={"confidence": mean_conf, "windows": len(starts)},

@@ -210,11 +210,12 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
     _add_error_handlers(app)
 
     @app.post("/v1/uploads", status_code=201, response_model=UploadOut, tags=["uploads"],
-              responses=_errors(400, 413, 415, 422), openapi_extra=_BINARY_BODY,
+              responses=_errors(400, 413, 415, 422, 429), openapi_extra=_BINARY_BODY,
               summary="Upload one input file (the raw bytes are the request body)")
     async def create_upload(request: Request, filename: str = Query(
             ..., min_length=1, max_length=255,
             description=f"plain file name; its extension says the kind: video {VIDEO_EXTS}, image {IMAGE_EXTS}")):
+        jobs.check_capacity()
         length = request.headers.get("content-length", "")
         declared = int(length) if length.isdigit() else None
         info = await uploads.receive(filename, request.stream(), declared)
@@ -285,6 +286,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and request.url.path == "/v1/jobs":  # body not even decodable
+            return JSONResponse({"error": "the request body is not valid JSON (it could not be parsed; "
+                                          "send UTF-8 JSON as application/json)"}, 422)
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:

@@ -152,10 +152,7 @@ class JobQueue:
         except ValidationError as e:
             raise ApiError(422, "bad params: " + format_validation(e.errors(), "params.")) from None
         with self._lock:
-            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
-            if waiting >= self.limits.max_queue:
-                raise ApiError(429, f"the job queue is full ({waiting} jobs waiting); try again when a "
-                                    "job has finished", headers={"Retry-After": "5"})
+            self.check_capacity()
             jid = new_id()
             job = Job(id=jid, task=task_name, inputs=list(input_ids), params=params_obj.model_dump(mode="json"),
                       dir=self.root / jid, created=time.time(), params_obj=params_obj)
@@ -164,6 +161,14 @@ class JobQueue:
             self._write_meta(job)
         self._queue.put(jid)
         return job
+
+    def check_capacity(self) -> None:
+        """429 while max_queue jobs wait (uploads are refused too: they would only wait)."""
+        with self._lock:
+            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
+        if waiting >= self.limits.max_queue:
+            raise ApiError(429, f"the job queue is full ({waiting} jobs waiting); try again when a "
+                                "job has finished", headers={"Retry-After": "5"})
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -313,7 +318,9 @@ class JobQueue:
             if bundle_dir.parent == job.dir:
                 shutil.rmtree(bundle_dir, ignore_errors=True)
         with self._lock:
-            if final == "done" and job.cancel_event.is_set():  # cancelled while zipping
+            # Cancelled while zipping, or a pipeline that stopped with its own exception
+            # (e.g. engines.Cancelled) after the progress callback returned False.
+            if job.cancel_event.is_set():
                 final, message = "cancelled", "cancelled by request"
             if final != "done":
                 (job.dir / BUNDLE_ZIP).unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import Limits
 from .uploads import UploadInfo
@@ -135,91 +135,120 @@ class TaskRegistry:
 # ----------------------------------------------------------------------------------------
 # solve: cameras (and sparse points) of a clip or an image sequence with a registered engine.
 #
-# Engine contract (backend/engines/__init__.py): ``ENGINES = {"name": "module:Class"}``; the
-# class is built with no arguments, once per server process (kept in ctx.cache: the model
-# stays loaded), and called as
-#     engine.solve(frames, fps=fps, progress=progress) -> Bundle
-# with frames a (F, H, W, 3) uint8 array. Frames come from backend.io_video:
-#     read_video(path) -> (frames, fps)     read_images(paths) -> frames
-# both raising ValueError with a human message.
+# Engine contract (backend/engines/__init__.py): ``ENGINES = {"name": "module:Class"}`` (module
+# relative to backend.engines), ``get_engine(name)`` builds one, and
+#     engine.solve(source, progress=progress, start=.., stride=.., max_frames=.., **options) -> Bundle
+# where source is a video path or a list of image paths (the engine reads them with
+# backend.io_video), progress returning False makes it raise engines.Cancelled, and
+# engines.EngineError / io_video.VideoError (a ValueError) carry messages for the user.
+# An engine class may list the modules it needs in ``requires`` (checked for /v1/health).
+
+# Engine solve() arguments the service sets itself (never user options).
+_RESERVED = {"self", "frames", "progress", "start", "stride", "max_frames", "workdir", "verbose"}
+
+
+def _engines():
+    return import_entry("backend.engines")
 
 
 def engine_specs() -> dict:
-    return dict(import_entry("backend.engines").ENGINES)
+    return dict(_engines().ENGINES)
+
+
+def engine_class(name: str):
+    spec = engine_specs()[name]
+    module_name, _, class_name = spec.partition(":")
+    module = importlib.import_module(module_name, _engines().__name__)
+    return getattr(module, class_name)
 
 
 def engines_status() -> dict:
     """{name: {"available": bool, "reason": str|None}} for /v1/health, never faked."""
     try:
-        specs = engine_specs()
+        names = list(engine_specs())
     except Exception:  # no engine registry in this build: tasks.solve says why
         return {}
-    return {name: _engine_status(name, spec) for name, spec in specs.items()}
+    return {name: _engine_status(name) for name in names}
 
 
 _ENGINE_STATUS: dict = {}
 
 
-def _engine_status(name: str, spec: str) -> dict:
+def _engine_status(name: str) -> dict:
     if name not in _ENGINE_STATUS:
         try:
-            import_entry(spec)
-            _ENGINE_STATUS[name] = {"available": True, "reason": None}
+            cls = engine_class(name)
+            missing = [m for m in getattr(cls, "requires", ()) if importlib.util.find_spec(m) is None]
+            reason = f"missing Python module(s): {', '.join(missing)}" if missing else None
         except Exception as e:
-            _ENGINE_STATUS[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
+            reason = f"{type(e).__name__}: {e}"
+        _ENGINE_STATUS[name] = {"available": reason is None, "reason": reason}
     return _ENGINE_STATUS[name]
 
 
 class SolveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: str = Field("colmap", description="engine name, one of /v1/health 'engines'")
+    start: int = Field(0, ge=0, le=1_000_000, description="first frame used")
     stride: int = Field(1, ge=1, le=100, description="use every n-th frame")
     max_frames: Optional[int] = Field(None, ge=2, le=100_000, description="cap on frames used")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="engine-specific options: keyword arguments of its solve()")
 
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
         try:
-            names = list(engine_specs())
+            status = engines_status()
         except Exception:
-            names = []
-        if v not in names:
-            raise ValueError(f"unknown engine {v!r}; available: {', '.join(names) or 'none in this build'}")
+            status = {}
+        if v not in status:
+            raise ValueError(f"unknown engine {v!r}; this build has: {', '.join(status) or 'none'}")
+        if not status[v]["available"]:
+            raise ValueError(f"engine {v!r} is not available here: {status[v]['reason']}")
         return v
+
+    @model_validator(mode="after")
+    def _known_options(self):
+        if self.options:
+            import inspect
+
+            params = inspect.signature(engine_class(self.engine).solve).parameters
+            allowed = sorted(set(params) - _RESERVED)
+            unknown = sorted(set(self.options) - set(allowed))
+            if unknown:
+                raise ValueError(f"unknown option(s) {', '.join(unknown)} for engine {self.engine!r}; "
+                                 f"it takes: {', '.join(allowed)}")
+        return self
 
 
 def _check_solve() -> Optional[str]:
-    io_video = import_entry("backend.io_video")
-    missing = [f for f in ("read_video", "read_images") if not hasattr(io_video, f)]
-    if missing:
-        return f"backend.io_video lacks {', '.join(missing)}"
-    engine_specs()  # raises (and so reports) when the registry itself is missing
     status = engines_status()
+    if not status:
+        _engines()  # raises (and so reports) when the registry itself is missing
+        return "no engine registered in backend.engines.ENGINES"
     if not any(s["available"] for s in status.values()):
         return "no engine available: " + "; ".join(f"{k}: {s['reason']}" for k, s in status.items())
     return None
 
 
 def run_solve(ctx: JobContext):
-    import numpy as np
-
-    io_video = import_entry("backend.io_video")
     p: SolveParams = ctx.params
-    ctx.progress(0.0, "reading frames")
-    if ctx.inputs[0].kind == "video":
-        frames, fps = io_video.read_video(ctx.inputs[0].path)
-    else:
-        frames, fps = io_video.read_images([u.path for u in ctx.inputs]), 24.0
-    frames = np.asarray(frames)[:: p.stride]
-    if p.max_frames:
-        frames = frames[: p.max_frames]
-    if len(frames) < 2:
-        raise ValueError(f"only {len(frames)} frame(s) left after stride {p.stride}; a solve needs 2 or more")
+    engines = _engines()
     key = ("engine", p.engine)
-    if key not in ctx.cache:
+    engine = ctx.cache.get(key)
+    if engine is None:  # built once per server process: a loaded model stays loaded
         ctx.progress(0.0, f"loading engine {p.engine}")
-        ctx.cache[key] = import_entry(engine_specs()[p.engine])()
-    return ctx.cache[key].solve(frames, fps=float(fps or 24.0) / p.stride, progress=ctx.progress)
+        engine = ctx.cache[key] = engines.get_engine(p.engine)
+    first = ctx.inputs[0]
+    source = str(first.path) if first.kind == "video" else [str(u.path) for u in ctx.inputs]
+    try:
+        return engine.solve(source, progress=ctx.progress, start=p.start, stride=p.stride,
+                            max_frames=p.max_frames, **p.options)
+    except getattr(engines, "EngineError", ()) as e:  # a message for the user, not a bug
+        if ctx.cancelled:
+            raise JobCancelled() from None
+        raise ValueError(str(e)) from None
 
 
 # Tasks of DESIGN section 1 beyond solve: their pipelines serve through a ``serve(ctx)``

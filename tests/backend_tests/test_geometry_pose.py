@@ -1,7 +1,6 @@
 """Camera utilities, Procrustes, focal and PnP on synthetic ground truth."""
 
-import math
-
+import pytest
 import torch
 
 from backend.geometry import cameras as C
@@ -10,6 +9,15 @@ from backend.geometry.pnp import pose_from_pointmap_pnp
 from backend.geometry.procrustes import pose_from_pointmaps, robust_umeyama, umeyama
 from backend.geometry.rotations import axis_angle_to_matrix, deg, matrix_to_quat, quat_to_matrix, relative_rotation_angle
 from backend.geometry.synthetic import corrupt, make_clip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # small tensors: extra OpenMP threads only add contention on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_rotation_conversions_round_trip():

@@ -263,12 +263,14 @@ def test_failed_job_has_message_and_no_bundle(server):
     assert_still_serves(server)
 
 
-def test_queue_full_and_queued_cancel(server):
+def test_queue_full_and_queued_cancel(server, tmp_path):
     running = submit(server, "echo", steps=400, step_s=0.05).json()["id"]
     wait_state(server, running, ("running",))
     queued = [submit(server, "echo", steps=1).json()["id"] for _ in range(2)]  # --max-queue 2
     r = submit(server, "echo", steps=1)
     assert r.status_code == 429 and "queue is full" in r.json()["error"] and r.headers["retry-after"]
+    r = upload(server, make_png(tmp_path / "x.png", 8, 8))  # an upload would only wait too
+    assert r.status_code == 429 and "queue is full" in r.json()["error"]
     # a queued job cancels at once; the freed slot takes a new job
     assert requests.delete(f"{server.url}/v1/jobs/{queued[0]}", headers=server.auth, timeout=5).json()["state"] == "cancelled"
     assert submit(server, "echo", steps=1).status_code == 201
@@ -325,4 +327,24 @@ def test_retention_in_the_server(tmp_path):
         assert r.status_code == 410 and "retention" in r.json()["error"]
         assert get(s, f"/v1/jobs/{jids[-1]}/bundle").status_code == 200
     finally:
+        s.stop()
+
+
+def test_release_memory(server):
+    r = requests.post(server.url + "/v1/release", headers=server.auth, timeout=5)
+    assert r.status_code == 200 and set(r.json()) == {"released", "deferred"}
+
+
+def test_server_exits_when_its_parent_dies(tmp_path):
+    """Blender killed (-9) cannot stop its backend: --parent-pid makes the backend notice."""
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    s = Server(tmp_path, "--parent-pid", str(parent.pid))
+    try:
+        assert requests.get(s.url + "/v1/health", headers=s.auth, timeout=5).status_code == 200
+        parent.kill()
+        parent.wait()
+        s.proc.wait(timeout=10)  # polled every second; graceful shutdown
+        assert s.proc.returncode == 0
+    finally:
+        parent.kill()
         s.stop()

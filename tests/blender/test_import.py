@@ -89,26 +89,35 @@ def test_points_visible_only_on_their_frame(empty_scene, gt_bundles):
     objs = _objects(_import(path))
     pts = objs["points"]
     counts = [len(p.xyz) for p in bundle.points]
-    depsgraph = bpy.context.evaluated_depsgraph_get()
     for f in (0, 3, bundle.frame_count - 1):
         empty_scene.frame_set(1 + f)
-        evaluated = pts.evaluated_get(depsgraph)
-        pc = evaluated.data
-        assert isinstance(pc, bpy.types.PointCloud), type(pc)
-        assert len(pc.points) == counts[f]
+        pos = _evaluated_positions(pts)
+        assert len(pos) == counts[f]
         # And they are that frame's points: compare positions with the bundle's (mapped) ones.
-        pos = np.empty(len(pc.points) * 3, np.float32)
-        pc.attributes["position"].data.foreach_get("vector", pos)
         mesh_co = np.empty(len(pts.data.vertices) * 3, np.float32)
         pts.data.vertices.foreach_get("co", mesh_co)
         start = sum(counts[:f])
-        np.testing.assert_allclose(pos.reshape(-1, 3), mesh_co.reshape(-1, 3)[start:start + counts[f]], atol=1e-6)
+        np.testing.assert_allclose(pos, mesh_co.reshape(-1, 3)[start:start + counts[f]], atol=1e-6)
 
     from parallax.importers import points as points_importer
     points_importer.set_inputs(pts, show_all_frames=True)
-    assert len(pts.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.points) == sum(counts)
+    assert len(_evaluated_positions(pts)) == sum(counts)
     points_importer.set_inputs(pts, show_all_frames=False, conf_threshold=2.0)  # GT confidence is 1
-    assert len(pts.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.points) == 0
+    assert len(_evaluated_positions(pts)) == 0
+
+
+def _evaluated_positions(obj) -> np.ndarray:
+    """Positions of the native point cloud the modifier outputs (what Cycles and EEVEE render)."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    geometry = obj.evaluated_get(depsgraph).evaluated_geometry()
+    pc = geometry.pointcloud
+    if pc is None:
+        return np.zeros((0, 3), np.float32)
+    assert isinstance(pc, bpy.types.PointCloud)
+    assert geometry.mesh is None or len(geometry.mesh.vertices) == 0  # all became points
+    pos = np.empty(len(pc.points) * 3, np.float32)
+    pc.attributes["position"].data.foreach_get("vector", pos)
+    return pos.reshape(-1, 3)
 
 
 def test_scene_settings_and_plate(empty_scene, gt_bundles):

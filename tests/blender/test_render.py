@@ -40,9 +40,9 @@ def test_cycles_points_render_on_their_pixels(empty_scene, gt_bundles, tmp_path)
     """Points only (no plate): a point per pixel, so the render must reproduce the frame."""
     path = gt_bundles["landscape"]
     bundle = read_bundle(path)
-    # Big enough to close the gaps between neighbouring pixels' points at the farthest depth.
-    far = max(float(np.percentile(d.depth[np.isfinite(d.depth)], 99)) for d in bundle.depth)
-    _import(path, import_plate=False, camera_background=False, point_size=2.0 * far / bundle.cameras[0].fx)
+    # 1.5 pixels wide (the default, in pixels of each point's frame) closes the gaps between
+    # neighbouring pixels' points at every depth.
+    _import(path, import_plate=False, camera_background=False)
     k = 5
     img = render_frame(empty_scene, 1 + k, tmp_path / "points.png")
     truth = np.asarray(load_rgb(bundle.frames[k]), np.float32)

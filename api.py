@@ -1,0 +1,79 @@
+"""Scripting Parallax from Blender's Python console.
+
+    >>> import parallax.api as px            # an extension: bl_ext.<repo>.parallax.api
+    >>> coll = px.solve("/footage/clip.mp4", engine="colmap")   # or a folder of frames
+    >>> coll.name
+    'Parallax solve-1a2b3c'
+    >>> px.tasks()                           # what the backend offers, from /v1/health
+    {'solve': True, 'generate': False, ...}
+    >>> px.solve("/footage/clip.mp4", wait=False)   # returns at once; progress in the panel
+    >>> px.cancel()
+
+Every call uses the backend set in the add-on's preferences (started on first use). Blocking
+calls (``wait=True``, the default) return the imported collection, or raise
+``parallax.client.ParallaxError`` (or ValueError for bad input) with a message for the user.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import bpy
+
+from . import client
+from .operators import backend, jobs
+
+__all__ = ["solve", "generate", "cancel", "tasks", "release_memory", "stop_backend"]
+
+
+def _run(task: str, inputs, params: dict, wait: bool) -> Optional[bpy.types.Collection]:
+    snap = jobs.start(bpy.context, task, inputs, params, wait=wait)
+    if snap is None:
+        return None
+    if jobs.Job.error:
+        raise snap.error if snap.error is not None else client.ParallaxError(jobs.Job.error)
+    return bpy.data.collections[jobs.Job.collection]
+
+
+def solve(source: str, engine: Optional[str] = None, *, stride: int = 1, max_frames: Optional[int] = None,
+          options: Optional[dict] = None, wait: bool = True) -> Optional[bpy.types.Collection]:
+    """Solve the camera of a clip (video file) or a folder of frames and import the result.
+
+    ``engine``: a name from ``tasks(engines=True)`` (default: the preferences' engine);
+    ``options``: engine keyword arguments (e.g. ``{"K": [[fx,0,cx],[0,fy,cy],[0,0,1]]}``).
+    """
+    params = {"engine": engine or backend.prefs().default_engine, "stride": stride}
+    if max_frames:
+        params["max_frames"] = max_frames
+    if options:
+        params["options"] = options
+    return _run("solve", jobs.solve_inputs(source), params, wait)
+
+
+def generate(prompt: str, frames: int = 16, seed: int = 0, *, wait: bool = True) -> Optional[bpy.types.Collection]:
+    """Generate a shot and its camera from ``prompt`` (when the backend offers it)."""
+    return _run("generate", [], {"prompt": prompt, "frames": frames, "seed": seed}, wait)
+
+
+def cancel() -> bool:
+    """Cancel the running job; False if none runs."""
+    return jobs.cancel()
+
+
+def tasks(engines: bool = False) -> dict:
+    """{task: available} (or {engine: available}) from the backend's /v1/health (starts it)."""
+    backend.refresh_health(wait=True)
+    if backend.Health.data is None:
+        raise client.BackendUnavailable(backend.Health.error)
+    key = "engines" if engines else "tasks"
+    return {k: bool(v.get("available")) for k, v in backend.Health.data.get(key, {}).items()}
+
+
+def release_memory() -> None:
+    """Free the backend's loaded models and cached GPU memory."""
+    backend.release_memory()
+
+
+def stop_backend() -> None:
+    """Stop the local backend process (the next job starts it again)."""
+    backend.stop()

@@ -1,0 +1,89 @@
+"""``python -m backend solve CLIP_OR_FOLDER --engine colmap --out DIR``: cameras and sparse points.
+
+Prints progress, writes a result bundle (atomically), and on failure prints one line
+``error: ...`` and exits non-zero (1 for bad input or no result, 130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from . import ENGINES, Cancelled, EngineError, get_engine
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help="a video file, a folder of images, or one image file")
+    parser.add_argument("--engine", default="colmap", choices=sorted(ENGINES), help="default: colmap")
+    parser.add_argument("--out", required=True, help="the result bundle directory to write")
+    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    parser.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame")
+    parser.add_argument("--start", type=int, default=0, help="first frame to use")
+    parser.add_argument("--mapper", choices=("auto", "global", "incremental"), default="auto",
+                        help="colmap: GLOMAP (global), incremental, or both and keep the better (auto, default)")
+    parser.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
+                        help="known intrinsics in pixels (pixel centres at integers); held fixed")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")
+    parser.add_argument("--zip", action="store_true", help="also write DIR.zip")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def main(args) -> int:
+    try:
+        options = _options(args)
+        engine = get_engine(args.engine)
+        t0 = time.perf_counter()
+        bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **options)
+        from ..bundle import write_bundle, zip_bundle
+
+        out = write_bundle(bundle, args.out)
+        if args.zip:
+            zip_bundle(out, out.with_name(out.name + ".zip"))
+    except Cancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nerror: interrupted", file=sys.stderr)
+        return 130
+    except (EngineError, ValueError, OSError) as e:  # VideoError is a ValueError
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    s = bundle.scores
+    print(f"solved {s.get('registered')}/{bundle.frame_count} frames "
+          f"({bundle.model_id}; {s.get('points', 0)} points, reprojection error "
+          f"{s.get('mean_reprojection_error_px', float('nan')):.2f} px) in {time.perf_counter() - t0:.1f} s")
+    unregistered = bundle.source.get("unregistered_frames") or []
+    if unregistered:
+        print(f"not registered (c2w null): frames {unregistered}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _options(args) -> dict:
+    options = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames, "fps": args.fps}
+    if args.engine == "colmap":
+        options["mapper"] = args.mapper
+    if args.intrinsics:
+        try:
+            fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))
+        except ValueError:
+            raise ValueError(f"--intrinsics must be four numbers FX,FY,CX,CY, got {args.intrinsics!r}") from None
+        options["K"] = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+    return options
+
+
+def _printer():
+    last = {"stage": None, "pct": -1}
+
+    def progress(fraction: float, stage: str):
+        pct = int(fraction * 100)
+        if stage != last["stage"] or pct >= last["pct"] + 5:  # a line per stage and per 5 %
+            print(f"[{pct:3d}%] {stage}", flush=True)
+            last.update(stage=stage, pct=pct)
+
+    return progress
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

@@ -1,0 +1,360 @@
+"""The classical peer engine: COLMAP through pycolmap (SIFT, sequential matching, GLOMAP or incremental SfM).
+
+It is the baseline every benchmark reports beside the learned engines, and a user-selectable
+engine for real footage. Output is a result bundle (``backend.bundle``) in Parallax's
+conventions:
+
+- cameras: OpenCV camera-to-world, world = the first frame's camera. When frame 0 is not
+  registered, the first registered frame is the world instead, and ``bundle.source`` says so.
+  The scale is set so that the median depth of the world frame's points is 1.
+- intrinsics: pixels, pixel centres at integers (COLMAP puts the first pixel's centre at 0.5,
+  so ``c = c_colmap - 0.5``). Frames COLMAP could not register get ``c2w = None``: a pose
+  is never invented. With one camera per clip, their intrinsics are the clip's.
+- points: per frame, the 3D points observed in that frame (world coordinates, colour), with
+  ``conf = (1 - 1/track_length) / (1 + reprojection error in px)`` in [0, 1).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..bundle import Bundle, CameraFrame, PointFrame
+from ..io_video import as_frames, read_frames
+from .base import Cancelled, EngineError, NothingRegistered, Progress, TooFewFrames
+
+MIN_FRAMES = 3
+MAPPERS = ("auto", "global", "incremental")
+STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
+
+
+class ColmapEngine:
+    """pycolmap SfM over a clip. ``solve`` returns a Bundle (task "solve", engine "colmap")."""
+
+    name = "colmap"
+
+    def solve(self, frames, progress=None, *, K: Optional[np.ndarray] = None, mapper: str = "auto",
+              camera_model: Optional[str] = None, start: int = 0, stride: int = 1,
+              max_frames: Optional[int] = None, max_image_size: int = 1600, max_num_features: int = 8192,
+              overlap: int = 10, fps: Optional[float] = None, seed: int = 0, num_threads: int = -1, mapper_threads: int = 1,
+              workdir: Optional[os.PathLike] = None, verbose: bool = False) -> Bundle:
+        """Solve the cameras of ``frames`` (list of (H, W, 3) uint8, or a video / image-folder path).
+
+        Options:
+          K: known intrinsics, 3x3 (or (F, 3, 3), all equal) in our convention; they are held
+             fixed. Without K, one pinhole-with-radial camera is estimated for the clip.
+          mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
+             run both and keep the model that registers the most frames, then the one with the
+             most point observations. GLOMAP alone gets rotations right but its translations
+             were unstable on short synthetic clips; incremental alone often fails to start
+             on real handheld footage; "auto" costs one more mapping (the cheap stage).
+          camera_model: COLMAP model when K is not given (default SIMPLE_RADIAL; the bundle
+             keeps its pinhole part and records the distortion in ``source``).
+          start, stride, max_frames: which frames of the input to use.
+          max_image_size: SIFT runs on frames downscaled to this side (keypoints are rescaled).
+          overlap: sequential matching window (each frame is matched with the next ``overlap``
+             frames, plus quadratic strides for loop-closing pairs).
+          workdir: keep COLMAP's database and model there (default: a temporary folder).
+        """
+        import pycolmap
+
+        if mapper not in MAPPERS:
+            raise EngineError(f"mapper must be one of {', '.join(MAPPERS)}, got {mapper!r}")
+        if mapper in ("global", "auto") and not hasattr(pycolmap, "global_mapping"):
+            mapper = "incremental"  # pycolmap older than 3.12 has no GLOMAP
+        if not verbose:
+            pycolmap.logging.minloglevel = 3  # COLMAP logs much (even "errors" we report ourselves)
+        prog = Progress(progress, STAGES)
+
+        prog.stage("load")
+        frames, indices, clip_fps, source_name = _load(frames, start, stride, max_frames)
+        n, (h, w) = len(frames), frames[0].shape[:2]
+        K_fixed = _shared_K(K, n)
+
+        with tempfile.TemporaryDirectory(prefix="parallax-colmap-") as tmp:
+            root = Path(workdir) if workdir is not None else Path(tmp)
+            images, database, sparse = root / "images", root / "database.db", root / "sparse"
+            images.mkdir(parents=True, exist_ok=True)
+            sparse.mkdir(parents=True, exist_ok=True)
+            if database.exists():
+                database.unlink()
+
+            prog.stage("write")
+            names = [f"{i:06d}.png" for i in range(n)]
+            _write_images(frames, images, names, prog)
+
+            prog.stage("features")
+            reader = pycolmap.ImageReaderOptions()
+            if K_fixed is not None:
+                reader.camera_model = "PINHOLE"
+                fx, fy, cx, cy = K_fixed[0, 0], K_fixed[1, 1], K_fixed[0, 2], K_fixed[1, 2]
+                reader.camera_params = ",".join(repr(float(v)) for v in (fx, fy, cx + 0.5, cy + 0.5))  # COLMAP: centres at +0.5
+            else:
+                reader.camera_model = camera_model or "SIMPLE_RADIAL"
+            extraction = pycolmap.FeatureExtractionOptions()
+            extraction.max_image_size = max_image_size
+            extraction.num_threads = num_threads
+            extraction.sift.max_num_features = max_num_features
+            _run(prog, pycolmap.extract_features, database, images, image_names=names,
+                 camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
+
+            prog.stage("matching")
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.overlap = overlap
+            pairing.quadratic_overlap = True
+            matching = pycolmap.FeatureMatchingOptions()
+            matching.num_threads = num_threads
+            verification = pycolmap.TwoViewGeometryOptions()
+            verification.ransac.random_seed = seed  # else each matcher thread seeds itself: runs differ
+            _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+                 verification_options=verification, seed=seed)
+
+            prog.stage("mapping")
+            runs = ["global", "incremental"] if mapper == "auto" else [mapper]
+            tried = {}
+            for k, name in enumerate(runs):
+                out = sparse / name
+                out.mkdir(exist_ok=True)
+                found = _map(pycolmap, prog, name, database, images, out, K_fixed is not None, seed, mapper_threads,
+                             n, k, len(runs))
+                tried[name] = found
+            # Keep the model that places the most frames; between equals, the one whose points
+            # are seen most often (a wrong camera layout triangulates fewer consistent tracks).
+            candidates = [(r.num_reg_images(), r.compute_num_observations(), -k, name, r)
+                          for k, (name, found) in enumerate(tried.items()) for r in found.values()]
+
+            prog.stage("convert")
+            if not candidates or max(c[0] for c in candidates) < 2:
+                raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
+                                        "(too little texture, too little camera motion, or unrelated frames)")
+            *_, used, rec = max(candidates, key=lambda c: c[:3])
+            cameras, points, info = _to_parallax(rec, names, K_fixed, w, h)
+            info["mappers_tried"] = {name: {"models": len(found),
+                                            "registered": max((r.num_reg_images() for r in found.values()), default=0)}
+                                     for name, found in tried.items()}
+            models = tried[used]
+
+        prog.done()
+        reg = sum(c.c2w is not None for c in cameras)
+        return Bundle(
+            task="solve", width=w, height=h, frame_count=n, fps=float(fps or clip_fps), engine=self.name,
+            model_id=f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}",
+            source={"input": source_name, "frame_indices": indices, "mapper": used, "mapper_option": mapper, **info},
+            scores={"registered": reg, "registered_fraction": reg / n, "models": len(models),
+                    "points": int(rec.num_points3D()),
+                    "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+                    "mean_track_length": float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0},
+            timings={**prog.timings, "total": round(sum(prog.timings.values()), 3)},
+            frames=frames, cameras=cameras, points=points)
+
+
+# ----------------------------------------------------------------------------------------
+# Input
+
+
+def _load(frames, start: int, stride: int, max_frames: Optional[int]):
+    if isinstance(frames, (str, os.PathLike)):
+        clip = read_frames(frames, start=start, stride=stride, max_frames=max_frames, min_frames=1)
+        out, indices, fps, name = clip.frames, clip.indices, clip.fps, clip.source
+    else:
+        if isinstance(frames, (list, tuple)) and frames and isinstance(frames[0], (str, os.PathLike)):
+            clip = read_frames(list(frames), start=start, stride=stride, max_frames=max_frames, min_frames=1)
+            out, indices, fps, name = clip.frames, clip.indices, clip.fps, clip.source
+        else:
+            out = as_frames(frames)
+            indices = list(range(len(out)))[start::stride][:max_frames]
+            out, fps, name = [out[i] for i in indices], 24.0, "frames"
+    if len(out) < MIN_FRAMES:
+        raise TooFewFrames(f"too few frames: got {len(out)}, structure from motion needs at least {MIN_FRAMES}")
+    return out, indices, fps, name
+
+
+def _shared_K(K, n: int) -> Optional[np.ndarray]:
+    """One 3x3 K from a 3x3 or (F, 3, 3) input (COLMAP gets one camera per clip)."""
+    if K is None:
+        return None
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape == (3, 3):
+        return K
+    if K.ndim == 3 and K.shape[1:] == (3, 3) and len(K) in (1, n):
+        if np.abs(K - K[0]).max() > 1e-6 * max(1.0, np.abs(K[0]).max()):
+            raise EngineError("the colmap engine takes one K for the whole clip; the given per-frame K differ")
+        return K[0]
+    raise EngineError(f"K must be 3x3 or ({n}, 3, 3), got shape {K.shape}")
+
+
+def _write_images(frames, folder: Path, names, prog: Progress) -> None:
+    from PIL import Image
+
+    for k, (frame, name) in enumerate(zip(frames, names)):
+        Image.fromarray(frame).save(folder / name, compress_level=1)
+        prog.report((k + 1) / len(frames))
+
+
+# ----------------------------------------------------------------------------------------
+# Running pycolmap with progress and cancel
+
+
+def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at: float = 0.0, **kwargs):
+    """Run a blocking pycolmap call in a worker thread while polling the progress callback.
+
+    pycolmap releases the GIL while it works, so the caller's callback keeps being asked
+    (every 0.25 s) whether to go on; a ``False`` trips COLMAP's cancellation token, and the
+    call returns at its next check. GLOMAP takes no token: it is cancelled when it returns.
+    """
+    import pycolmap
+
+    token = pycolmap.CancellationToken() if cancellable else None
+    if token is not None:
+        kwargs["cancellation_token"] = token
+    result, error = {}, {}
+
+    def work():
+        try:
+            pycolmap.set_random_seed(seed)  # COLMAP's random generator is per thread
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # re-raised in the caller's thread
+            error["value"] = e
+
+    prog.pending = None  # set by callbacks that know how far COLMAP got
+    thread = threading.Thread(target=work, name=f"colmap-{fn.__name__}", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.25)
+            prog.report(prog.pending if prog.pending is not None else at)
+    except Cancelled:
+        if token is not None:
+            token.cancel()
+        thread.join()
+        raise
+    if "value" in error:
+        raise EngineError(f"COLMAP failed in {fn.__name__}: {error['value']}") from error["value"]
+    if token is not None and token.is_cancelled:
+        raise Cancelled(f"cancelled during {fn.__name__}")
+    return result.get("value")
+
+
+def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_intrinsics: bool, seed: int,
+         threads: int, n: int, k: int, runs: int) -> dict:
+    """One mapper's models (dict id -> Reconstruction; empty when it found none)."""
+    if mapper == "global":
+        prog.pending = None
+        options = _global_options(pycolmap, fixed_intrinsics, seed, threads)
+        models = _run(prog, pycolmap.global_mapping, database, images, out, options, seed=seed, cancellable=False,
+                      at=k / runs)
+    else:
+        options = _incremental_options(pycolmap, fixed_intrinsics, seed, threads)
+        placed = [0]
+
+        def next_image():  # called by COLMAP's thread after each registration
+            placed[0] += 1
+            prog.pending = (k + min(placed[0] / n, 1.0)) / runs
+
+        models = _run(prog, pycolmap.incremental_mapping, database, images, out, options, seed=seed,
+                      next_image_callback=next_image, at=k / runs)
+    return dict(models or {})
+
+
+def _global_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: int):
+    o = pycolmap.GlobalPipelineOptions()
+    o.random_seed = seed
+    o.num_threads = num_threads
+    o.min_model_size = MIN_FRAMES
+    o.mapper.random_seed = seed
+    o.mapper.global_positioning.use_gpu = False  # this build is CPU-only; avoid a failed GPU probe
+    o.mapper.bundle_adjustment.ceres.use_gpu = False
+    if fixed_intrinsics:
+        ba = o.mapper.bundle_adjustment
+        ba.refine_focal_length = ba.refine_principal_point = ba.refine_extra_params = False
+    return o
+
+
+def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: int):
+    o = pycolmap.IncrementalPipelineOptions()
+    o.random_seed = seed
+    o.num_threads = num_threads
+    o.min_model_size = MIN_FRAMES  # the default (10) drops whole short clips
+    o.mapper.random_seed = seed
+    # Video frames are close together: COLMAP's photo-collection defaults (16 deg and 100
+    # inliers for the first pair) often find no initial pair in a 16-frame window.
+    o.mapper.init_min_tri_angle = 4.0
+    o.mapper.init_min_num_inliers = 50
+    o.mapper.abs_pose_min_num_inliers = 15
+    if fixed_intrinsics:
+        o.ba_refine_focal_length = o.ba_refine_principal_point = o.ba_refine_extra_params = False
+        o.mapper.abs_pose_refine_focal_length = o.mapper.abs_pose_refine_extra_params = False
+    return o
+
+
+# ----------------------------------------------------------------------------------------
+# COLMAP model -> Parallax cameras and points
+
+
+def _to_parallax(rec, names, K_fixed, w: int, h: int):
+    """Cameras (world = first registered frame's camera, median depth 1) and per-frame points."""
+    by_name = {img.name: img for img in rec.images.values()}
+    registered = [i for i, nm in enumerate(names) if nm in by_name and by_name[nm].has_pose]
+    ref = registered[0]
+
+    w2c = {}
+    for i in registered:
+        m = np.eye(4)
+        m[:3, :] = by_name[names[i]].cam_from_world().matrix()
+        w2c[i] = m
+    to_ref = w2c[ref]  # COLMAP world -> the reference camera, our world
+
+    # All 3D points, once, as arrays; then per frame an index list.
+    ids = np.array(list(rec.points3D.keys()), dtype=np.int64)
+    row = {int(pid): k for k, pid in enumerate(ids)}
+    pts = list(rec.points3D.values())
+    xyz = np.array([p.xyz for p in pts], dtype=np.float64).reshape(-1, 3)
+    rgb = np.array([p.color for p in pts], dtype=np.uint8).reshape(-1, 3)
+    err = np.array([p.error for p in pts], dtype=np.float64)
+    track = np.array([p.track.length() for p in pts], dtype=np.float64)
+    conf = (1.0 - 1.0 / np.maximum(track, 1.0)) / (1.0 + np.maximum(err, 0.0))
+    xyz_ref = xyz @ to_ref[:3, :3].T + to_ref[:3, 3]
+
+    seen = {i: np.array([row[int(p.point3D_id)] for p in by_name[names[i]].points2D if p.has_point3D()],
+                        dtype=np.int64) for i in registered}
+    depths = xyz_ref[seen[ref], 2] if len(seen[ref]) else xyz_ref[:, 2]
+    depths = depths[depths > 0]
+    scale = 1.0 / float(np.median(depths)) if len(depths) else 1.0
+
+    cam = rec.cameras[by_name[names[ref]].camera_id]
+    if K_fixed is not None:
+        fx, fy, cx, cy = K_fixed[0, 0], K_fixed[1, 1], K_fixed[0, 2], K_fixed[1, 2]
+    else:
+        fx, fy = cam.focal_length_x, cam.focal_length_y
+        cx, cy = cam.principal_point_x - 0.5, cam.principal_point_y - 0.5
+
+    cameras, points = [], []
+    empty = PointFrame(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros((0,), np.float16))
+    for i in range(len(names)):
+        if i in w2c:
+            c2w = to_ref @ np.linalg.inv(w2c[i])
+            c2w[:3, 3] *= scale
+            c2w[3] = (0, 0, 0, 1)
+            k = seen[i]
+            points.append(PointFrame((xyz_ref[k] * scale).astype(np.float32), rgb[k], conf[k].astype(np.float16)))
+        else:
+            c2w = None
+            points.append(empty)
+        cameras.append(CameraFrame(index=i, c2w=c2w, fx=float(fx), fy=float(fy), cx=float(cx), cy=float(cy)))
+
+    info = {
+        "world_frame": ref,
+        "world": ("frame 0's camera" if ref == 0 else
+                  f"frame {ref}'s camera (frame 0 was not registered; the first registered frame is the world)"),
+        "scale": "median depth of the world frame's points is 1",
+        "intrinsics": "given (held fixed)" if K_fixed is not None else "estimated (one camera for the clip)",
+        "colmap_camera": {"model": cam.model_name, "params": [float(v) for v in cam.params],
+                          "params_info": cam.params_info, "pixel_centre": 0.5},
+        "unregistered_frames": [i for i in range(len(names)) if i not in w2c],
+    }
+    return cameras, points, info

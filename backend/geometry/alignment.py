@@ -1,0 +1,415 @@
+"""Global alignment of point maps, DUSt3R style, over any graph of pairs or windows.
+
+A network predicts, for each *group* g of frames (a JOG3R pair (1, f), a DUSt3R pair (i, j), a
+Geo4D window), one point map per frame of the group, all expressed in the camera of the group's
+reference frame (its first view). These are the *views*: view v shows frame ``frame[v]`` in the
+coordinates of group ``group[v]``.
+
+Unknowns:
+- per frame f: depth map D_f (as log-depth), camera-to-world pose (quaternion + centre), focal
+  (f = exp(theta / 20) as in DUSt3R; one shared focal optional), fixed principal point;
+- per group g: a similarity (scale s_g, rotation R_g, translation t_g) to the world.
+
+Loss (DUSt3R eq. 5 with JOG3R's temporal terms, appendix A eq. 3-4):
+    mean_v mean_i w_vi | X_f(i) - (s_g R_g P_vi + t_g) |          (unsquared distance)
+  + w_focal_smooth  * sum_f (l_f - l_{f+1})^2                          (L_fl)
+  + w_transl_smooth * sum_f |c_f - c_{f+1}|^2 + |v_f - v_{f+1}|^2      (L_tranl, v_f = c_f - c_{f+1})
+with X_f = c2w_f(D_f K_f^-1 [u, v, 1]) the world points of frame f, w_vi = log(confidence) (masked),
+l_f = focal_f / max(H, W) (unit-free) and c_f camera centres. The gauge is fixed by normalising the
+group scales to a fixed geometric mean; the world is scaled so the median initial depth is 1,
+which keeps the temporal weights independent of the predictions' units.
+
+Initialisation: groups are registered one by one (Prim's maximum spanning tree over group
+confidence, or in order) with weighted Umeyama on the frames they share with groups already
+placed; focal from each group's reference map (least squares + Weiszfeld); pose of a group's
+reference frame from its similarity, of other frames by PnP-RANSAC; depth from the placed points.
+
+Every iteration is a handful of batched tensor operations over all views: no Python loop over
+edges, so the same code is fast on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .cameras import default_principal_point, intrinsics_matrix, invert_pose, pixel_grid, transform_points
+from .focal import estimate_focal
+from .pnp import pose_from_pointmap_pnp
+from .procrustes import umeyama
+from .rotations import make_transform, matrix_to_quat, quat_to_matrix
+
+FOCAL_BREAK = 20.0  # DUSt3R: focal = exp(theta / 20), so Adam moves log-focal 20x slower
+
+
+class AlignmentCancelled(RuntimeError):
+    """The progress callback returned False; raised so a cancelled job never yields a half result."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+        super().__init__(f"global alignment cancelled at iteration {iteration}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphs
+
+
+def star_graph(n_frames: int, reference: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """JOG3R's (1, f) pairs: group g = pair (reference, f), views [X^{ref,ref}, X^{f,ref}].
+
+    Returns (frame, group) index tensors of length 2 (F - 1), in the order a model emits them.
+    """
+    others = [f for f in range(n_frames) if f != reference]
+    return pair_graph([(reference, f) for f in others])
+
+
+def pair_graph(pairs: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DUSt3R pairs (i, j): group e holds views [X^{i,i}, X^{j,i}] (both in camera i)."""
+    frame = torch.tensor([f for p in pairs for f in p], dtype=torch.long)
+    group = torch.arange(len(pairs), dtype=torch.long).repeat_interleave(2)
+    return frame, group
+
+
+def sliding_window_starts(n_frames: int, window: int, stride: int) -> list[int]:
+    """Geo4D section 3.3: starts {0, s, 2s, ...} plus N - W so the last clip ends on the last frame."""
+    if n_frames <= window:
+        return [0]
+    starts = list(range(0, n_frames - window + 1, stride))
+    if starts[-1] != n_frames - window:
+        starts.append(n_frames - window)
+    return starts
+
+
+def window_graph(n_frames: int, window: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geo4D overlapping windows: group g holds its W frames, all in the window's first camera."""
+    starts = sliding_window_starts(n_frames, window, stride)
+    w = min(window, n_frames)
+    frame = torch.cat([torch.arange(s, s + w) for s in starts])
+    group = torch.arange(len(starts)).repeat_interleave(w)
+    return frame, group
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass
+class AlignmentResult:
+    """Per-frame cameras, depth and world points; the world is frame 0's camera (OpenCV axes)."""
+
+    c2w: torch.Tensor  # (F, 4, 4)
+    focal: torch.Tensor  # (F,)
+    principal_point: torch.Tensor  # (F, 2)
+    depth: torch.Tensor  # (F, H, W)
+    points: torch.Tensor  # (F, H, W, 3) world
+    confidence: torch.Tensor  # (F, H, W): best raw confidence among the views of each frame
+    group_similarity: torch.Tensor  # (G, 4, 4): group coordinates -> world (with scale)
+    losses: list = field(default_factory=list)  # total loss per iteration
+    init_c2w: Optional[torch.Tensor] = None  # (F, 4, 4) after initialisation, same world
+    timings: dict = field(default_factory=dict)  # seconds: "init", "optimise"
+
+    @property
+    def K(self) -> torch.Tensor:
+        pp = self.principal_point
+        return intrinsics_matrix(self.focal, self.focal, pp[:, 0], pp[:, 1])
+
+    def camera_frames(self, scale_to: tuple[int, int] | None = None) -> list:
+        """Bundle ``CameraFrame``s (OpenCV c2w, pixels). ``scale_to=(height, width)`` rescales the
+        intrinsics from the point-map resolution to the bundle's frames."""
+        from ..bundle import CameraFrame
+        from .cameras import resize_intrinsics
+
+        K = self.K
+        if scale_to is not None:
+            H, W = self.depth.shape[-2:]
+            K = resize_intrinsics(K, scale_to[1] / W, scale_to[0] / H)
+        return [CameraFrame(index=i, c2w=self.c2w[i].numpy(), fx=float(K[i, 0, 0]), fy=float(K[i, 1, 1]),
+                            cx=float(K[i, 0, 2]), cy=float(K[i, 1, 2])) for i in range(len(K))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation (runs once, on the CPU in float64; loops here are over groups, not iterations)
+
+
+def _registration_order(frame, group, score, n_groups, mode):
+    """Order in which groups join the tree, each after one it shares a frame with."""
+    frames_of = [set(frame[group == g].tolist()) for g in range(n_groups)]
+    placed_frames: set = set()
+    remaining = set(range(n_groups))
+    order = []
+    while remaining:
+        if not order:
+            cand = list(remaining)
+        else:
+            cand = [g for g in remaining if frames_of[g] & placed_frames]
+            if not cand:
+                raise ValueError(f"the pair/window graph is not connected: groups {sorted(remaining)} share no frame "
+                                 "with the rest")
+        g = max(cand, key=lambda k: float(score[k])) if mode == "mst" else min(cand)
+        order.append(g)
+        placed_frames |= frames_of[g]
+        remaining.discard(g)
+    return order
+
+
+def initialise(points, weights, frame, group, n_frames, principal_point, focal=None, mode="mst",
+               init_weights=None):
+    """Initial group similarities, world points, focals, poses and depths (all float64, CPU).
+
+    points (V, H, W, 3), weights (V, H, W) (transformed confidence); init_weights (V, H, W): the
+    weights used for Procrustes/PnP (confidence-masked). Returns a dict.
+    """
+    V, H, W = points.shape[:3]
+    G = int(group.max()) + 1
+    iw = weights if init_weights is None else init_weights
+    score = torch.stack([weights[group == g].mean() for g in range(G)])
+    order = _registration_order(frame, group, score, G, mode)
+
+    world = torch.zeros(n_frames, H, W, 3, dtype=points.dtype)
+    world_w = torch.zeros(n_frames, H, W, dtype=points.dtype)
+    placed = torch.zeros(n_frames, dtype=torch.bool)
+    sims = torch.zeros(G, 4, 4, dtype=points.dtype)
+    scale = torch.ones(G, dtype=points.dtype)
+    for k, g in enumerate(order):
+        views = torch.nonzero(group == g)[:, 0]
+        if k == 0:
+            s, R, t = torch.tensor(1.0, dtype=points.dtype), torch.eye(3, dtype=points.dtype), torch.zeros(3, dtype=points.dtype)
+        else:
+            shared = [v for v in views.tolist() if placed[frame[v]]]
+            src = torch.cat([points[v].reshape(-1, 3) for v in shared])
+            dst = torch.cat([world[frame[v]].reshape(-1, 3) for v in shared])
+            w = torch.cat([(iw[v] * world_w[frame[v]]).sqrt().reshape(-1) for v in shared])
+            s, R, t = umeyama(src, dst, w)
+        sims[g] = make_transform(R, t, s)
+        scale[g] = s
+        for v in views.tolist():
+            f = int(frame[v])
+            if not placed[f]:
+                world[f] = s * points[v] @ R.T + t
+                world_w[f] = iw[v]
+                placed[f] = True
+    if not placed.all():
+        raise ValueError(f"frames {torch.nonzero(~placed)[:, 0].tolist()} appear in no group")
+
+    # Focal: from each group's reference view (its first view), in its own camera.
+    first_view = torch.tensor([int(torch.nonzero(group == g)[0, 0]) for g in range(G)])
+    ref_frame = frame[first_view]
+    if focal is None:
+        pp_ref = principal_point[ref_frame]
+        est = estimate_focal(points[first_view], pp_ref, iw[first_view])
+        focal_f = torch.full((n_frames,), float(est.median()), dtype=points.dtype)
+        for f in range(n_frames):
+            mine = est[ref_frame == f]
+            if len(mine):
+                focal_f[f] = mine.median()
+    else:
+        focal_f = torch.as_tensor(focal, dtype=points.dtype).expand(n_frames).clone()
+
+    # Poses: a reference frame's camera *is* its group's frame; others by PnP-RANSAC.
+    c2w = torch.zeros(n_frames, 4, 4, dtype=points.dtype)
+    have = torch.zeros(n_frames, dtype=torch.bool)
+    for g in order:  # best-scored group first
+        f = int(ref_frame[g])
+        if not have[f]:
+            R = sims[g, :3, :3] / scale[g]
+            c2w[f] = make_transform(R, sims[g, :3, 3])
+            have[f] = True
+    for f in torch.nonzero(~have)[:, 0].tolist():
+        K = intrinsics_matrix(focal_f[f], focal_f[f], principal_point[f, 0], principal_point[f, 1])
+        pose, _ = pose_from_pointmap_pnp(world[f], K, world_w[f])
+        if pose is None:  # fall back to the nearest solved frame's pose
+            solved = torch.nonzero(have)[:, 0]
+            pose = c2w[solved[(solved - f).abs().argmin()]]
+        c2w[f] = pose.to(points.dtype)
+    depth = transform_points(invert_pose(c2w), world)[..., 2]
+    return {"sims": sims, "scale": scale, "world": world, "focal": focal_f, "c2w": c2w, "depth": depth}
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def _lr_at(it, n_iters, lr, lr_min, schedule):
+    t = it / max(n_iters - 1, 1)
+    if schedule == "cosine":
+        return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t)) / 2
+    if schedule == "linear":
+        return lr + (lr_min - lr) * t
+    return lr
+
+
+def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, group: torch.Tensor, *,
+                 mask: torch.Tensor | None = None, n_frames: int | None = None,
+                 principal_point=None, focal=None, optimize_focal: bool = True, shared_focal: bool = False,
+                 conf_transform: str = "log", init: str = "mst", init_min_conf: float | None = 3.0,
+                 w_focal_smooth: float = 0.0, w_transl_smooth: float = 0.0,
+                 n_iters: int = 300, lr: float = 0.01, lr_min: float = 1e-6, schedule: str = "cosine",
+                 betas=(0.9, 0.9), callback: Callable[[int, int, float], Optional[bool]] | None = None,
+                 extra_loss: Callable[[dict], torch.Tensor] | None = None, extra_params: Sequence[torch.Tensor] = (),
+                 device=None, dtype=torch.float32) -> AlignmentResult:
+    """Globally align V point maps of F frames (see the module docstring for the model).
+
+    pointmaps (V, H, W, 3): view v = frame ``frame[v]`` in the camera of its group's reference
+      frame (the group's first view). confidence (V, H, W): DUSt3R-style (>= 1) with
+      ``conf_transform="log"``, or plain weights with ``"none"``. mask (V, H, W) bool: pixels to use.
+    frame, group (V,) long: see ``star_graph``, ``pair_graph``, ``window_graph``.
+    principal_point: (cx, cy) or (F, 2) pixels, fixed; default the image centre.
+    focal: known focal(s) in pixels (scalar or (F,)); estimated when None. optimize_focal=False
+      keeps it fixed. shared_focal: one focal for all frames.
+    init: "mst" (maximum spanning tree over group confidence) or "sequential".
+    init_min_conf: raw confidence below which pixels are ignored by the initialisation (DUSt3R's
+      C > 3), unless that leaves a view with under 1% of its pixels.
+    w_focal_smooth, w_transl_smooth: weights of JOG3R's L_fl and L_tranl (0 = off). In this
+      module's units (median depth 1, focal / image size) w_transl_smooth ~0.03 and
+      w_focal_smooth ~1 halve the trajectory error on jittery 16-frame clips (see the tests).
+    callback(it, n_iters, loss) after every iteration; returning False raises AlignmentCancelled.
+    extra_loss(state) -> scalar, added every iteration (how the Geo4D pipeline adds its disparity,
+      ray-trajectory and smoothness terms from ``geo4d``); state holds differentiable "depth"
+      (F, H, W), "focal" (F,), "c2w" (F, 4, 4), "points" (F, H, W, 3), in the optimisation's own
+      world (median initial depth 1; frame 0 not yet the identity). extra_params: the term's own
+      leaf tensors (requires_grad, on ``device``), optimised by the same Adam.
+    Runs on ``device`` (default: the device of ``pointmaps``) in ``dtype``.
+    """
+    device = torch.device(device) if device is not None else pointmaps.device
+    t_start = time.perf_counter()
+    V, H, W = pointmaps.shape[:3]
+    frame, group = frame.long().cpu(), group.long().cpu()
+    F = int(frame.max()) + 1 if n_frames is None else n_frames
+    if not (len(frame) == len(group) == V == confidence.shape[0]):
+        raise ValueError(f"{V} point maps but {len(frame)} frame and {len(group)} group indices, "
+                         f"{confidence.shape[0]} confidence maps")
+
+    P64 = pointmaps.detach().double().cpu()
+    conf64 = confidence.detach().double().cpu()
+    valid = torch.isfinite(P64).all(-1) & torch.isfinite(conf64)
+    if mask is not None:
+        valid &= mask.cpu().bool()
+    P64 = torch.where(valid[..., None], P64, torch.zeros_like(P64))
+    if conf_transform == "log":
+        w64 = conf64.clamp_min(1.0).log()
+    elif conf_transform == "none":
+        w64 = conf64.clamp_min(0.0)
+    else:
+        raise ValueError(f"conf_transform must be 'log' or 'none', not {conf_transform!r}")
+    w64 = torch.where(valid, w64, torch.zeros_like(w64))
+    init_w = w64
+    if init_min_conf is not None:
+        keep = (conf64 > init_min_conf) & valid
+        enough = keep.flatten(1).sum(-1) >= 0.01 * H * W
+        init_w = torch.where(enough[:, None, None] & ~keep, torch.zeros_like(w64), w64)
+
+    if principal_point is None:
+        principal_point = default_principal_point(H, W)
+    pp = torch.as_tensor(principal_point, dtype=torch.float64).expand(F, 2).clone()
+
+    init_state = initialise(P64, w64, frame, group, F, pp, focal=focal, mode=init, init_weights=init_w)
+    if shared_focal:
+        init_state["focal"] = init_state["focal"].median().expand(F).clone()
+
+    # World units: median initial depth = 1 (keeps the temporal weights unit-free).
+    d0 = init_state["depth"]
+    unit = d0[d0 > 0].median() if (d0 > 0).any() else torch.tensor(1.0, dtype=torch.float64)
+    depth0 = (init_state["depth"] / unit).clamp_min(1e-3)
+    c2w0 = init_state["c2w"].clone()
+    c2w0[:, :3, 3] /= unit
+    sims0 = init_state["sims"]
+    log_s0 = (init_state["scale"] / unit).log()
+    base_log_scale = float(log_s0.mean())  # the gauge: mean log-scale stays here
+
+    opts = dict(device=device, dtype=dtype)
+    params = {
+        "log_depth": depth0.log().to(**opts),
+        "quat": matrix_to_quat(c2w0[:, :3, :3]).to(**opts),
+        "centre": c2w0[:, :3, 3].to(**opts),
+        "g_quat": matrix_to_quat(sims0[:, :3, :3] / init_state["scale"][:, None, None]).to(**opts),
+        "g_trans": (sims0[:, :3, 3] / unit).to(**opts),
+        "g_log_scale": log_s0.to(**opts),
+    }
+    log_focal0 = FOCAL_BREAK * init_state["focal"].log()
+    params["focal_param"] = (log_focal0[:1] if shared_focal else log_focal0).to(**opts)
+    trainable = [k for k in params if k != "focal_param" or (optimize_focal)]
+    for k in trainable:
+        params[k].requires_grad_(True)
+
+    # Constants for the loop.
+    P = P64.reshape(V, H * W, 3).to(**opts)
+    w = (w64.reshape(V, H * W) / max(float(w64.mean()), 1e-12)).to(**opts)  # mean weight 1
+    fr, gr = frame.to(device), group.to(device)
+    uv = pixel_grid(H, W, dtype=torch.float64).reshape(H * W, 2)
+    du = (uv[None, :, 0] - pp[:, None, 0]).to(**opts)  # (F, HW)
+    dv = (uv[None, :, 1] - pp[:, None, 1]).to(**opts)
+    size = float(max(H, W))
+
+    def model():
+        focal_f = (params["focal_param"] / FOCAL_BREAK).exp().expand(F)
+        depth = params["log_depth"].reshape(F, H * W).exp()
+        cam = torch.stack([du / focal_f[:, None] * depth, dv / focal_f[:, None] * depth, depth], -1)  # (F, HW, 3)
+        R_all = quat_to_matrix(torch.cat([params["quat"], params["g_quat"]]))  # one call for frames and groups
+        R, Rg = R_all[:F], R_all[F:]
+        world = torch.baddbmm(params["centre"][:, None, :], cam, R.transpose(1, 2))  # (F, HW, 3)
+        s = (params["g_log_scale"] - params["g_log_scale"].mean() + base_log_scale).exp()
+        return focal_f, depth, world, R, Rg, s
+
+    def loss_fn():
+        focal_f, depth, world, R, Rg, s = model()
+        sRg = (s[:, None, None] * Rg)[gr]  # (V, 3, 3)
+        aligned = torch.baddbmm(params["g_trans"][gr][:, None, :], P, sRg.transpose(1, 2))
+        diff = world[fr] - aligned
+        dist = (diff.square().sum(-1) + 1e-12).sqrt()
+        loss = (w * dist).mean()
+        if w_focal_smooth > 0 and F > 1:
+            l = focal_f / size
+            loss = loss + w_focal_smooth * (l[1:] - l[:-1]).square().sum()
+        if w_transl_smooth > 0 and F > 1:
+            c = params["centre"]
+            v = c[:-1] - c[1:]
+            loss = loss + w_transl_smooth * (v.square().sum() + (v[1:] - v[:-1]).square().sum())
+        if extra_loss is not None:
+            state = {"depth": depth.reshape(F, H, W), "focal": focal_f, "c2w": make_transform(R, params["centre"]),
+                     "points": world.reshape(F, H, W, 3)}
+            loss = loss + extra_loss(state)
+        return loss
+
+    # fused Adam: one kernel per step on the GPU
+    optim = torch.optim.Adam([params[k] for k in trainable] + list(extra_params), lr=lr, betas=tuple(betas),
+                             fused=device.type == "cuda")
+    losses = torch.zeros(n_iters, **opts)
+    _sync(device)
+    t_opt = time.perf_counter()
+    for it in range(n_iters):
+        for group_ in optim.param_groups:
+            group_["lr"] = _lr_at(it, n_iters, lr, lr_min, schedule)
+        optim.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        optim.step()
+        losses[it] = loss.detach()
+        if callback is not None and callback(it, n_iters, float(loss.detach())) is False:
+            raise AlignmentCancelled(it)
+
+    _sync(device)
+    t_done = time.perf_counter()
+    with torch.no_grad():
+        focal_f, depth, world, R, Rg, s = model()
+        c2w = make_transform(R, params["centre"]).double().cpu()
+        sims = make_transform(Rg, params["g_trans"], s).double().cpu()
+        to_first = invert_pose(c2w[:1])  # the world becomes frame 0's camera
+        c2w = to_first @ c2w
+        sims = to_first @ sims
+        points = transform_points(to_first, world.double().cpu()).reshape(F, H, W, 3)
+        conf_v = torch.where(valid, conf64, torch.zeros_like(conf64))
+        conf_f = torch.stack([conf_v[frame == f].amax(0) for f in range(F)])  # once, F small
+    return AlignmentResult(
+        c2w=c2w, focal=focal_f.double().cpu().clone(), principal_point=pp, depth=depth.double().cpu().reshape(F, H, W),
+        points=points, confidence=conf_f, group_similarity=sims,
+        losses=losses.cpu().tolist(), init_c2w=invert_pose(c2w0[:1]) @ c2w0,
+        timings={"init": t_opt - t_start, "optimise": t_done - t_opt})
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,319 @@
+"""Backend jobs from Blender: solve a camera, generate a shot, cancel.
+
+One job runs at a time. The operator hands the work to ``client.start_job`` (a thread that
+starts the backend if needed, uploads, submits, polls and downloads) and returns at once; a
+``bpy.app.timers`` callback polls the handle (``poll()`` never blocks), updates the panel's
+progress bar and the status bar, and imports the bundle when the job is done. In background
+mode timers do not run, so the operator waits for the job instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+from pathlib import Path
+from typing import Optional
+
+import bpy
+from bpy.props import IntProperty, StringProperty, BoolProperty
+
+from .. import client
+from ..importers import ImportOptions, import_bundle
+from . import backend
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot"}
+POLL_S = 0.2
+
+
+class Job:
+    """The current (or last) job, as the panel shows it."""
+
+    handle: Optional[client.JobHandle] = None
+    task: str = ""
+    scene: str = ""
+    snapshot: Optional[client.JobSnapshot] = None
+    error: str = ""  # last failure / cancellation, shown until the next job
+    collection: str = ""  # what the last successful job imported
+
+    @classmethod
+    def running(cls) -> bool:
+        return cls.handle is not None
+
+
+def solve_inputs(source: str) -> list:
+    """A clip file, or the image files of a frame folder in name order."""
+    path = Path(bpy.path.abspath(source)) if source else None
+    if path is None or not str(source).strip():
+        raise ValueError("choose a clip or a frame folder first")
+    if path.is_dir():
+        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if len(frames) < 2:
+            raise ValueError(f"the folder {str(path)!r} has {len(frames)} image(s); solving needs 2 or more")
+        return frames
+    if not path.is_file():
+        raise ValueError(f"no such file or folder: {str(path)!r}")
+    return [path]
+
+
+def results_dir() -> Path:
+    """Bundles stay on disk (the plate reads their frames): beside the .blend once saved."""
+    if bpy.data.filepath:
+        return Path(bpy.path.abspath("//parallax_results"))
+    return Path(tempfile.gettempdir()) / "parallax-bundles"
+
+
+def import_options(scene) -> ImportOptions:
+    s = scene.parallax
+    return ImportOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ImportOptions)
+                            if hasattr(s, f.name)})
+
+
+def start(context, task: str, inputs, params: dict, wait: bool = False) -> client.JobSnapshot | None:
+    """Start ``task``; block until it ends when ``wait`` (returns the final snapshot).
+    Raises ValueError / client.ParallaxError with a message for the user."""
+    if Job.running():
+        raise ValueError("a Parallax job is already running; cancel it first")
+    kw = backend.target(context)
+    Job.handle = client.start_job(task, inputs, params, out_dir=results_dir(), **kw)
+    Job.task, Job.scene, Job.error, Job.snapshot = task, context.scene.name, "", Job.handle.poll()
+    if wait:
+        try:
+            Job.handle.wait()
+        except client.ParallaxError:
+            pass  # the snapshot carries it
+        return finish()
+    if not bpy.app.timers.is_registered(poll):
+        bpy.app.timers.register(poll, first_interval=POLL_S)
+    return None
+
+
+def cancel() -> bool:
+    if Job.handle is None:
+        return False
+    Job.handle.cancel()
+    return True
+
+
+def poll() -> Optional[float]:
+    """The timer: refresh progress; at the end import the result. Returns the next interval."""
+    if Job.handle is None:
+        return None
+    Job.snapshot = snap = Job.handle.poll()
+    if snap.finished:
+        finish()
+        return None
+    _status_text(f"Parallax: {TASK_LABELS.get(Job.task, Job.task)}: {snap.stage or snap.phase} "
+                 f"({snap.progress:.0%})")
+    _redraw()
+    return POLL_S
+
+
+def finish() -> client.JobSnapshot:
+    """End of a job: import its bundle, or keep its error for the panel."""
+    snap = Job.snapshot = Job.handle.poll()
+    Job.handle = None
+    if snap.phase == "done":
+        scene = bpy.data.scenes.get(Job.scene) or bpy.context.scene
+        try:
+            coll = import_bundle(types.SimpleNamespace(scene=scene), snap.bundle_dir, import_options(scene))
+            Job.collection = coll.name
+        except Exception as e:  # a bad bundle: say so, keep the files for inspection
+            Job.error = f"the result could not be imported: {e} (bundle kept at {snap.bundle_dir})"
+    else:
+        Job.error = snap.message or snap.phase
+    _status_text(None)
+    _redraw()
+    if Job.error and not bpy.app.background:
+        _popup(Job.error)
+    if Job.task == "solve" or Job.error:
+        backend.refresh_health()  # the backend is up (or restarted next job): refresh what it offers
+    return snap
+
+
+def _status_text(text: Optional[str]) -> None:
+    for window in getattr(bpy.context.window_manager, "windows", ()):
+        if window.workspace is not None:
+            window.workspace.status_text_set(text)
+
+
+def _redraw() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", ()):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def _popup(message: str) -> None:
+    def draw(self, _context):
+        for line in message.splitlines()[:12]:
+            self.layout.label(text=line)
+    bpy.context.window_manager.popup_menu(draw, title="Parallax job", icon="ERROR")
+
+
+def redraw_timer() -> Optional[float]:
+    """While a health check or an environment build runs, keep the UI showing its progress."""
+    _redraw()
+    return 0.5 if (backend.Health.checking or backend.EnvBuild.state == "running") else None
+
+
+def _watch():
+    if not bpy.app.background and not bpy.app.timers.is_registered(redraw_timer):
+        bpy.app.timers.register(redraw_timer, first_interval=0.5)
+
+
+# -- operators ---------------------------------------------------------------------------
+
+class _JobOperator:
+    bl_options = {"REGISTER"}
+    wait: BoolProperty(name="Wait", default=True, options={"HIDDEN", "SKIP_SAVE"},
+                       description="In background mode, block until the job ends (timers do not run there)")
+
+    def launch(self, context, task, inputs, params):
+        try:
+            snap = start(context, task, inputs, params, wait=bpy.app.background and self.wait)
+        except (ValueError, client.ParallaxError) as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        if snap is None:
+            self.report({"INFO"}, f"{TASK_LABELS[task]}... (progress in the Parallax panel)")
+            return {"FINISHED"}
+        if Job.error:
+            self.report({"ERROR"}, Job.error)
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {Job.collection}")
+        return {"FINISHED"}
+
+
+class PARALLAX_OT_solve_camera(_JobOperator, bpy.types.Operator):
+    """Solve the camera of a clip or a frame folder on the backend and import the result"""
+
+    bl_idname = "parallax.solve_camera"
+    bl_label = "Solve Camera"
+
+    source: StringProperty(name="Clip or Frames", subtype="FILE_PATH",
+                           description="Video file or folder of frames; empty: the panel's")
+    engine: StringProperty(name="Engine", description="Camera engine; empty: the panel's / preferences' choice")
+
+    @classmethod
+    def poll(cls, context):
+        return not Job.running()
+
+    def execute(self, context):
+        s = context.scene.parallax
+        try:
+            inputs = solve_inputs(self.source or s.solve_source)
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        engine = self.engine or (s.solve_engine if s.solve_engine != "DEFAULT" else backend.prefs(context).default_engine)
+        params = {"engine": engine, "stride": s.solve_stride}
+        if s.solve_max_frames:
+            params["max_frames"] = s.solve_max_frames
+        return self.launch(context, "solve", inputs, params)
+
+
+class PARALLAX_OT_generate_shot(_JobOperator, bpy.types.Operator):
+    """Generate a shot and its camera from a prompt on the backend and import the result"""
+
+    bl_idname = "parallax.generate_shot"
+    bl_label = "Generate Shot"
+
+    @classmethod
+    def poll(cls, context):
+        return not Job.running() and backend.task_status("generate")[0] is True
+
+    def execute(self, context):
+        s = context.scene.parallax
+        if not s.gen_prompt.strip():
+            self.report({"ERROR"}, "write a prompt first")
+            return {"CANCELLED"}
+        return self.launch(context, "generate", [], {"prompt": s.gen_prompt, "frames": s.gen_frames,
+                                                     "seed": s.gen_seed})
+
+
+class PARALLAX_OT_cancel_job(bpy.types.Operator):
+    """Cancel the running Parallax job (the backend stops within a step)"""
+
+    bl_idname = "parallax.cancel_job"
+    bl_label = "Cancel Job"
+
+    @classmethod
+    def poll(cls, context):
+        return Job.running()
+
+    def execute(self, context):
+        cancel()
+        self.report({"INFO"}, "Cancelling the Parallax job...")
+        return {"FINISHED"}
+
+
+class PARALLAX_OT_check_backend(bpy.types.Operator):
+    """Start the backend if needed and ask it which tasks and engines it offers"""
+
+    bl_idname = "parallax.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context):
+        backend.refresh_health(context, wait=bpy.app.background)
+        if backend.Health.error and not backend.Health.checking:
+            self.report({"ERROR"}, backend.Health.error)
+            return {"CANCELLED"}
+        _watch()
+        return {"FINISHED"}
+
+
+class PARALLAX_OT_release_memory(bpy.types.Operator):
+    """Free the backend's loaded models and cached GPU memory (they reload on the next job)"""
+
+    bl_idname = "parallax.release_memory"
+    bl_label = "Release GPU Memory"
+
+    @classmethod
+    def poll(cls, context):
+        return not Job.running()
+
+    def execute(self, context):
+        try:
+            backend.release_memory(context)
+        except client.ParallaxError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "Backend memory released")
+        return {"FINISHED"}
+
+
+class PARALLAX_OT_create_backend_env(bpy.types.Operator):
+    """Create the backend's Python environment (venv + pip: torch, pycolmap, diffusers...) in
+    Parallax's user directory. Downloads several GB"""
+
+    bl_idname = "parallax.create_backend_env"
+    bl_label = "Create Backend Environment"
+
+    @classmethod
+    def poll(cls, context):
+        return backend.EnvBuild.state != "running"
+
+    def execute(self, context):
+        refusal = backend.online_refusal("Creating the backend environment (pip)")
+        if refusal:
+            self.report({"ERROR"}, refusal)
+            return {"CANCELLED"}
+        backend.EnvBuild.start(backend.env_dir(create=True), wait=bpy.app.background)
+        _watch()
+        return {"FINISHED"}
+
+
+classes = (PARALLAX_OT_solve_camera, PARALLAX_OT_generate_shot, PARALLAX_OT_cancel_job, PARALLAX_OT_check_backend,
+           PARALLAX_OT_release_memory, PARALLAX_OT_create_backend_env)
+
+
+def unregister_timers() -> None:
+    for fn in (poll, redraw_timer):
+        if bpy.app.timers.is_registered(fn):
+            bpy.app.timers.unregister(fn)
+    if Job.handle is not None:
+        Job.handle.cancel()
+        Job.handle = None
