@@ -641,15 +641,21 @@ def _article(words: str) -> str:
     return ("an " if words[0] in "aeiou" else "a ") + words
 
 
-def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixels: int = 40) -> str:
+def caption_min_pixels(spec: SceneSpec) -> int:
+    """Pixels (over the whole clip) an object needs before a caption may name it: 0.1% of them."""
+    return max(4, int(round(1e-3 * spec.frames * spec.height * spec.width)))
+
+
+def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixels: Optional[int] = None) -> str:
     """A caption naming only objects that are really in the clip.
 
     ``visible``: per-primitive pixel counts over the clip from a renderer (objects under
-    ``min_pixels`` are never named). Without counts, every primitive counts as visible.
-    The wording is drawn from the seed, so a clip's caption is stable.
+    ``min_pixels``, default :func:`caption_min_pixels`, are never named). Without counts, every
+    primitive counts as visible. The wording is drawn from the seed, so a clip's caption is stable.
     """
     rng = np.random.default_rng([spec.seed, 0xCA9])
     n = len(spec.prims)
+    min_pixels = caption_min_pixels(spec) if min_pixels is None else min_pixels
     counts = np.full(n, 10 ** 6) if visible is None else np.asarray(visible)
     shown = [i for i in np.argsort(-counts, kind="stable") if counts[i] >= min_pixels]
     moving = [i for i in shown if spec.prims[i].moving]
@@ -664,8 +670,9 @@ def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixe
     if named:
         joiner = [" beside ", " next to ", " and ", " near "][rng.integers(4)]
         things = obj(named[0]) + (joiner + " and ".join(obj(i) for i in named[1:]) if len(named) > 1 else "")
-    else:
-        things = "an empty " + ("room" if spec.setting == "room" else "ground")
+    else:  # nothing to frame: an intransitive verb ("the camera pans left in a room with ...")
+        verb = _SHORT_VERBS[parts[0]][rng.integers(len(_SHORT_VERBS[parts[0]]))]
+        things = ""
     if spec.setting == "room":
         place = [f"in a room with {spec.walls.words()} walls", f"in a room with {_article(spec.floor.words())} floor",
                  f"inside a room with {spec.walls.words()} walls"][rng.integers(3)]
@@ -673,7 +680,7 @@ def make_caption(spec: SceneSpec, visible: Optional[np.ndarray] = None, min_pixe
         place = [f"on {_article(spec.floor.words())} ground under a blue sky", "outdoors under an open sky",
                  f"on an open {spec.floor.words()} plain"][rng.integers(3)]
     subject = ["the camera", "the camera", "a camera", "the view"][rng.integers(4)]
-    text = f"{subject} {verb} {things} {place}"
+    text = " ".join(x for x in (subject, verb, things, place) if x)
     extra = [_SHORT_VERBS[p][rng.integers(len(_SHORT_VERBS[p]))] for p in parts[1:]]
     if extra:
         text += [", while it also ", " and ", ", as it "][rng.integers(3)] + " and ".join(extra)

@@ -28,7 +28,7 @@ def test_captions_name_only_visible_objects_and_real_motions():
         assert caption == sc.make_caption(spec, np.bincount(batch.object_ids[i].numpy().ravel().astype(int) + 2,
                                                              minlength=len(spec.prims) + 2)[2:])
         ids = batch.object_ids[i].numpy()
-        visible = [j for j in range(len(spec.prims)) if (ids == j).sum() >= 40]
+        visible = [j for j in range(len(spec.prims)) if (ids == j).sum() >= sc.caption_min_pixels(spec)]
         # Remove every phrase that names a visible object; no object noun may remain.
         rest = caption
         for j in sorted(visible, key=lambda j: -len(spec.prims[j].material.words())):

@@ -90,6 +90,12 @@ def _controlled_spec(height=48, width=64):
         sc.Primitive("sphere", np.array([0.5, 0, 0]), mat, ident, np.repeat([[0.0, 0.0, 0.5]], F, 0), radius=0.5),
         sc.Primitive("box", np.array([0.3, 0.4, 0.35]), mat, ident, np.repeat([[1.4, 0.3, 0.35]], F, 0),
                      radius=float(np.linalg.norm([0.3, 0.4, 0.35]))),
+        sc.Primitive("torus", np.array([0.3, 0.1, 0]), mat, ident, np.repeat([[-0.6, -1.2, 0.1]], F, 0), radius=0.4),
+        sc.Primitive("cone", np.array([0.3, 0.4, 0]), mat, ident, np.repeat([[-1.3, 0.2, 0.4]], F, 0), radius=0.5),
+        sc.Primitive("capsule", np.array([0.15, 0.2, 0]), mat, ident, np.repeat([[0.8, -1.2, 0.35]], F, 0),
+                     radius=0.35),
+        sc.Primitive("cylinder", np.array([0.2, 0.3, 0]), mat, ident, np.repeat([[2.2, -0.6, 0.3]], F, 0),
+                     radius=0.37),
     ]
     spec.setting, spec.room_size, spec.ceiling = "room", np.array([10.0, 10.0, 3.0]), True
     spec.c2w = np.stack([sc.look_at([0.3 * f - 0.3, -3.5 + 0.2 * f, 1.1], [0.6, 0.0, 0.4]) for f in range(F)])
@@ -144,6 +150,21 @@ def test_points_lie_on_their_surfaces():
         assert len(on_box) > 20 and np.abs(on_box.max(axis=-1) - 1).max() < 1e-4
         floor = world[(ids[f] == -1) & (np.abs(world[..., 2]) < 0.01)]
         assert len(floor) > 20
+        # torus (sphere traced: 1 mm tolerance), cone (side or base), capsule, cylinder
+        loc = [world[ids[f] == j] - spec.prims[j].pos[f] for j in (2, 3, 4, 5)]
+        assert min(len(p) for p in loc) > 10, [len(p) for p in loc]
+        x, y, z = loc[0].T
+        assert np.abs(np.hypot(np.hypot(x, y) - 0.3, z) - 0.1).max() < 1.5e-3
+        x, y, z = loc[1].T
+        side = np.abs(np.hypot(x, y) - 0.3 * (0.4 - z) / 0.8)
+        base = np.abs(z + 0.4) + np.maximum(np.hypot(x, y) - 0.3, 0)
+        assert np.minimum(side, base).max() < 1e-4
+        x, y, z = loc[2].T
+        assert np.abs(np.sqrt(x ** 2 + y ** 2 + (z - np.clip(z, -0.2, 0.2)) ** 2) - 0.15).max() < 1e-4
+        x, y, z = loc[3].T
+        side = np.abs(np.hypot(x, y) - 0.2) + np.maximum(np.abs(z) - 0.3, 0)
+        cap = np.abs(np.abs(z) - 0.3) + np.maximum(np.hypot(x, y) - 0.2, 0)
+        assert np.minimum(side, cap).max() < 1e-4
 
 
 def test_moving_objects_move_and_static_do_not():
