@@ -5,6 +5,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from .points import emission_material
+
 
 def load_sequence(name: str, first_frame_path: str) -> bpy.types.Image:
     image = bpy.data.images.load(first_frame_path, check_existing=False)
@@ -60,19 +62,13 @@ def create_plate(name: str, bundle, image: bpy.types.Image, camera: bpy.types.Ob
 
 
 def _plate_material(name: str, image: bpy.types.Image, frame_count: int, frame_start: int) -> bpy.types.Material:
-    mat = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
-        mat.use_nodes = True
+    mat, emit = emission_material(name)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    nodes.clear()
     tex = nodes.new("ShaderNodeTexImage")
     tex.image = image
     tex.interpolation = "Closest"  # one texel per footage pixel: no resampling blur
     _configure_user(tex.image_user, frame_count, frame_start)
-    emit = nodes.new("ShaderNodeEmission")
-    out = nodes.new("ShaderNodeOutputMaterial")
     links.new(tex.outputs["Color"], emit.inputs["Color"])
-    links.new(emit.outputs["Emission"], out.inputs["Surface"])
     return mat
 
 

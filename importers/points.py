@@ -16,7 +16,12 @@ NODE_GROUP = "Parallax Points"
 COLOR_ATTRIBUTE = "Col"
 
 
-COLOR_MODES = ("IMAGE", "CONFIDENCE", "MARKER")
+COLOR_MODE_ITEMS = [
+    ("IMAGE", "Image", "Each point in the colour of its pixel"),
+    ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
+    ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage"),
+]
+COLOR_MODES = tuple(item[0] for item in COLOR_MODE_ITEMS)
 
 
 def _srgb_to_linear_table() -> np.ndarray:
@@ -93,12 +98,14 @@ def _node_group(material) -> bpy.types.NodeTree:
 
     N, L = ng.nodes, ng.links
     gin, gout = N.new("NodeGroupInput"), N.new("NodeGroupOutput")
-    frame_attr = N.new("GeometryNodeInputNamedAttribute")
-    frame_attr.data_type = "FLOAT"
-    frame_attr.inputs["Name"].default_value = "frame"
-    conf_attr = N.new("GeometryNodeInputNamedAttribute")
-    conf_attr.data_type = "FLOAT"
-    conf_attr.inputs["Name"].default_value = "conf"
+
+    def float_attribute(name: str):
+        node = N.new("GeometryNodeInputNamedAttribute")
+        node.data_type = "FLOAT"
+        node.inputs["Name"].default_value = name
+        return node
+
+    frame_attr, conf_attr = float_attribute("frame"), float_attribute("conf")
     time = N.new("GeometryNodeInputSceneTime")
 
     same_frame = N.new("FunctionNodeCompare")
@@ -128,9 +135,7 @@ def _node_group(material) -> bpy.types.NodeTree:
     L.new(drop.outputs["Boolean"], delete.inputs["Selection"])
 
     # Diameter in pixels: times the world size of a pixel at the point ("footprint").
-    footprint = N.new("GeometryNodeInputNamedAttribute")
-    footprint.data_type = "FLOAT"
-    footprint.inputs["Name"].default_value = "footprint"
+    footprint = float_attribute("footprint")
     in_pixels = N.new("ShaderNodeMath")
     in_pixels.operation = "MULTIPLY"
     L.new(gin.outputs["Point Size"], in_pixels.inputs[0])
@@ -157,19 +162,29 @@ def _node_group(material) -> bpy.types.NodeTree:
     return ng
 
 
+def emission_material(name: str):
+    """A new material whose surface is one Emission shader: (material, emission node).
+
+    Unlit, so footage and point colours render exactly as given (with the Standard view).
+    """
+    mat = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
+        mat.use_nodes = True
+    nodes = mat.node_tree.nodes
+    nodes.clear()
+    emit = nodes.new("ShaderNodeEmission")
+    out = nodes.new("ShaderNodeOutputMaterial")
+    mat.node_tree.links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    return mat, emit
+
+
 def _point_material(name: str, color_mode: str, conf_range: tuple[float, float]) -> bpy.types.Material:
     """Unlit points, as a tracker shows them: in their image colour, coloured by confidence
     (blue low, red high, over the import's range), or as bright markers over the plate."""
     if color_mode not in COLOR_MODES:
         raise ValueError(f"point colour mode {color_mode!r} is not one of {COLOR_MODES}")
-    mat = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
-        mat.use_nodes = True
+    mat, emit = emission_material(name)
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    nodes.clear()
-    emit = nodes.new("ShaderNodeEmission")
-    out = nodes.new("ShaderNodeOutputMaterial")
-    links.new(emit.outputs["Emission"], out.inputs["Surface"])
     if color_mode == "MARKER":
         emit.inputs["Color"].default_value = (0.1, 1.0, 0.05, 1.0)
         return mat

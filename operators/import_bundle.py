@@ -5,6 +5,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from ..importers import BundleError, ImportOptions, import_bundle
 from ..importers import points as points_importer
+from ..importers.points import COLOR_MODE_ITEMS
 
 
 class PARALLAX_OT_import_bundle(bpy.types.Operator):
@@ -26,10 +27,7 @@ class PARALLAX_OT_import_bundle(bpy.types.Operator):
                                              "off: in scene units (sparse points)")
     conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0)
     show_all_frames: BoolProperty(name="Show All Frames", default=False)
-    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
-        ("IMAGE", "Image", "Each point in the colour of its pixel"),
-        ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
-        ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage")])
+    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=COLOR_MODE_ITEMS)
     max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
                                       description="Keep an even subsample of each frame's points; 0 keeps all")
     import_plate: BoolProperty(name="Image Plane", default=True)

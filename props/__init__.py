@@ -3,6 +3,8 @@
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
+from ..importers.points import COLOR_MODE_ITEMS
+
 
 def addon_package() -> str:
     # The add-on's package: "parallax" as a legacy add-on, "bl_ext.<repo>.parallax" as an
@@ -85,10 +87,7 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                                   description="Hide points below this confidence")
     show_all_frames: BoolProperty(name="Show All Frames", default=False,
                                   description="Show every frame's points at once (static scenes)")
-    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=[
-        ("IMAGE", "Image", "Each point in the colour of its pixel"),
-        ("CONFIDENCE", "Confidence", "Blue for low, red for high confidence"),
-        ("MARKER", "Marker", "Bright green markers, to judge alignment against the footage")])
+    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=COLOR_MODE_ITEMS)
     max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
                                       description="Keep an even subsample of each frame's points; 0 keeps all")
     import_plate: BoolProperty(name="Image Plane", default=True,
