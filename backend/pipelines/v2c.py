@@ -58,6 +58,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     from ..geometry.pnp import pose_from_pointmap_pnp
 
     n, S = points.shape[0], points.shape[1]
+    known_K = K is not None
     pts = points.double().cpu()
     w = conf.double().cpu()
     w = torch.where(w > 1.5, w - 1.0, torch.zeros_like(w))  # C = 1 + exp(c): keep C > 1.5
@@ -76,7 +77,9 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     c2w = _fill_unsolved(c2w)
     result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     if align:
-        result = _global_alignment(result) or result
+        aligned = _global_alignment(result, known_focal=known_K)
+        if aligned is not None and torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
+            result = aligned  # else keep the PnP cameras (alignment diverged)
     return result
 
 
@@ -91,17 +94,20 @@ def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
     return c2w
 
 
-def _global_alignment(window: dict) -> Optional[dict]:
-    """Refine with the geometry core's global alignment (JOG3R temporal terms) if it exists."""
+def _global_alignment(window: dict, known_focal: bool = False) -> Optional[dict]:
+    """Refine with the geometry core's DUSt3R-style global alignment over the window (one
+    group: every frame's X^{f,1} in frame 1's camera), with JOG3R's temporal terms L_fl and
+    L_tranl (weights from the geometry core's tests), initialised as the core does (PnP)."""
     try:
-        from ..geometry import alignment  # noqa: F401  (lands with the geometry branch)
-    except ImportError:
+        from ..geometry.alignment import global_align
+    except ImportError:  # geometry core without alignment: keep the PnP cameras
         return None
-    fn = getattr(alignment, "align_first_frame_pointmaps", None)
-    if fn is None:
-        return None
-    out = fn(window["points"], window["conf"], init_c2w=window["c2w"], init_K=window["K"], temporal=True)
-    return {**window, **out}
+    n = window["points"].shape[0]
+    res = global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
+                       focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
+                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300)
+    return {"c2w": res.c2w.double(), "K": res.K[0].double(), "points": res.points.float(),
+            "conf": window["conf"], "alignment_s": sum(res.timings.values())}
 
 
 def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -110,7 +116,10 @@ def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.T
 
     src = cur_pts.reshape(-1, 3).double()
     dst = prev_world_pts.reshape(-1, 3).double()
-    s, R, t, _ = robust_umeyama(src, dst, weights.reshape(-1).double())
+    w = weights.reshape(-1).double()
+    if (w > 0).sum() < 16:  # no confident overlap (an untrained model): weigh every point alike
+        w = torch.ones_like(w)
+    s, R, t, _ = robust_umeyama(src, dst, w)
     return similarity_matrix(s, R, t)
 
 
@@ -176,7 +185,7 @@ class UnifiedEngine:
             with timer("alignment"):
                 sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(options.get("align", True)))
                 T = torch.eye(4, dtype=torch.float64)
-                if wi > 0:  # chain to the world through the frames this window shares with the last
+                if wi > 0 and [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]:  # chain to the world through the frames this window shares with the last
                     shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]
                     loc = [f - s0 for f in shared]
                     weights = (conf_all[shared] - 1).clamp_min(0) * (sol["conf"][loc] - 1).clamp_min(0)

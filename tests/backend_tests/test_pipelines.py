@@ -16,7 +16,15 @@ from backend.pipelines.common import Cancelled
 from backend.pipelines.t2v import T2VPipeline, generate_bundle
 from backend.pipelines.v2c import UnifiedEngine
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: tiny matrices run faster than with threads fighting over 2 shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 SMALL_MINILM = {**SMALL, "caption_channels": 384, "model_max_length": 8}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from backend_tests.model_helpers import SMALL, fake_clip  # noqa: E402
@@ -10,7 +11,15 @@ from backend.models import ParallaxSTDiT  # noqa: E402
 from backend.train.losses import confidence_pointmap_loss, disparity_loss, ray_loss  # noqa: E402
 from backend.train.step import TaskOptions, compute_losses, sample_inputs  # noqa: E402
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: tiny matrices run faster than with threads fighting over 2 shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_pointmap_loss_is_scale_invariant_with_analytic_value():
