@@ -108,7 +108,8 @@ class ColmapEngine:
             if K_fixed is not None:
                 reader.camera_model = "PINHOLE"
                 fx, fy, cx, cy = K_fixed[0, 0], K_fixed[1, 1], K_fixed[0, 2], K_fixed[1, 2]
-                reader.camera_params = ",".join(repr(float(v)) for v in (fx, fy, cx + 0.5, cy + 0.5))  # COLMAP: centres at +0.5
+                # COLMAP puts pixel centres at +0.5
+                reader.camera_params = ",".join(repr(float(v)) for v in (fx, fy, cx + 0.5, cy + 0.5))
             else:
                 reader.camera_model = camera_model or "SIMPLE_PINHOLE"
             extraction = pycolmap.FeatureExtractionOptions()
@@ -129,7 +130,7 @@ class ColmapEngine:
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
-            verification.ransac.random_seed = seed  # else each matcher thread seeds itself: runs differ
+            verification.ransac.random_seed = seed  # reproducible two-view verification
             _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
                  verification_options=verification, seed=seed)
 
