@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--known-k", action="store_true", help="give the engines the clip's intrinsics")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="engine option, repeatable (e.g. mapper=global)")
+    ap.add_argument("--append", action="store_true", help="add the table to --out instead of replacing it")
+    ap.add_argument("--note", action="append", default=[], help="a line to add under the table, repeatable")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "v2c_real.md"),
                     help="markdown file to write ('' to skip)")
     args = ap.parse_args(argv)
@@ -138,6 +140,8 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        if args.append and out.exists():
+            table = out.read_text().rstrip("\n") + "\n\n" + table
         out.write_text(table)
         print(f"wrote {out}")
     return 0
@@ -153,7 +157,8 @@ def render(rows, args, root: Path, options: dict) -> str:
     import pycolmap  # only for the version line; the engines import it anyway
 
     lines = [
-        "## V2C on real footage (hololens-000, 16-frame windows)",
+        "## V2C on real footage (hololens-000, 16-frame windows"
+        + (", known intrinsics)" if args.known_k else ")"),
         "",
         f"Measured {dt.date.today().isoformat()} by `benchmarks/v2c_real.py` on {hardware()}, no GPU.",
         f"Windows of {args.window} frames at strides {args.strides}, starting at frames {args.starts}; "
@@ -171,6 +176,8 @@ def render(rows, args, root: Path, options: dict) -> str:
         for stride in dict.fromkeys(r[2] for r in mine):
             lines.append(fmt([r for r in mine if r[2] == stride], f"**{name} stride {stride} (mean)**"))
         lines.append(fmt(mine, f"**{name} all windows (mean)**"))
+    if args.note:
+        lines += [""] + [f"- {note}" for note in args.note]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame")
     parser.add_argument("--start", type=int, default=0, help="first frame to use")
     parser.add_argument("--mapper", choices=("auto", "global", "incremental"), default="auto",
-                        help="colmap: GLOMAP (global), incremental, or both and keep the better (auto, default)")
+                        help="colmap: GLOMAP (global), incremental, or auto (default): GLOMAP, plus incremental "
+                             "when --intrinsics is given or GLOMAP left frames out; the better model is kept")
     parser.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
                         help="known intrinsics in pixels (pixel centres at integers); held fixed")
     parser.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")

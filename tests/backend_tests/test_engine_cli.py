@@ -63,7 +63,8 @@ def test_solve_writes_a_valid_bundle_from_a_frame_folder(tmp_path):
     assert lines[0] == "[  0%] load" and "[100%] done" in lines
     assert any(line.startswith("solved ") for line in lines) and lines[-1] == f"wrote {out}"
     bundle = read_bundle(out)  # validates every part
-    assert (bundle.task, bundle.engine, bundle.frame_count, bundle.width, bundle.height) == ("solve", "colmap", 6, 540, 360)
+    assert (bundle.task, bundle.engine, bundle.frame_count) == ("solve", "colmap", 6)
+    assert (bundle.width, bundle.height) == (540, 360)
     assert bundle.source["frame_indices"] == [0, 3, 6, 9, 12, 15]
     assert bundle.scores["registered"] >= 5
     np.testing.assert_allclose(bundle.cameras[bundle.source["world_frame"]].c2w, np.eye(4), atol=1e-9)

@@ -208,20 +208,25 @@ def test_known_K_is_held_and_blank_frames_stay_unregistered():
         assert angle < 5.0, (i, angle)
 
 
-@pytest.mark.xfail(strict=True, reason="known failure, issue 3 open: on the current synthetic renders (orbit, "
-                   "256x192, photo textures) COLMAP registers 9 of 16 frames, mAA@30 0.27 (2026-11-21)")
 def test_rendered_textured_clip_maa30_at_least_0_9():
-    """The must-show bar: a rendered, textured ground-truth clip (16 frames, 256x192, known K)
-    gives mAA@30 >= 0.9. The camera orbits: structure from motion needs a baseline, and a pure
-    pan or pedestal move gives it none to triangulate (the engine then reports nothing)."""
+    """The must-show bar: a rendered, textured, static ground-truth clip (16 frames, 256x192,
+    known K, camera orbiting) gives mAA@30 >= 0.9 with the default options.
+
+    An orbit gives the lateral parallax SfM needs. Not every synthetic motion is fair to SfM:
+    a pure dolly-in at a narrow field of view towards a floor and a wall is degenerate (COLMAP
+    trades the forward translation for a rotation; measured mAA@30 0.0 with both mappers), and
+    pan/roll/static clips have no translation direction to score.
+    """
     metrics = _metrics()
     synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
     textures = next((p for p in (REPO.parent / "shared" / "textures", Path("/work/shared/textures")) if p.is_dir()),
                     None)
-    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, motion="orbit")
+    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, dynamic=False,
+                             motion="orbit")
     frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
     gt = clip.c2w[0].cpu().numpy().astype(np.float64)
     K = clip.K[0].cpu().numpy().astype(np.float64)
     bundle = get_engine("colmap").solve(frames, K=K)
     m = metrics.pairwise_metrics(bundle.c2w_array(), gt)
-    assert m["mAA@30"] >= 0.9, (m["mAA@30"], m["RRA@5"], m["RTA@5"], bundle.scores)
+    assert bundle.scores["registered"] == 16, bundle.source
+    assert m["mAA@30"] >= 0.9, (m["mAA@30"], m["RRA@5"], m["RTA@5"], bundle.source["mapper"], bundle.scores)
