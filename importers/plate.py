@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .points import emission_material
+from .materials import emission_material
 
 
 def load_sequence(name: str, first_frame_path: str) -> bpy.types.Image:

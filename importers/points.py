@@ -12,6 +12,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from .materials import emission_material
+
 NODE_GROUP = "Parallax Points"
 COLOR_ATTRIBUTE = "Col"
 
@@ -160,22 +162,6 @@ def _node_group(material) -> bpy.types.NodeTree:
     L.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
     L.new(set_mat.outputs["Geometry"], gout.inputs["Geometry"])
     return ng
-
-
-def emission_material(name: str):
-    """A new material whose surface is one Emission shader: (material, emission node).
-
-    Unlit, so footage and point colours render exactly as given (with the Standard view).
-    """
-    mat = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):  # node trees are always on from 5.0
-        mat.use_nodes = True
-    nodes = mat.node_tree.nodes
-    nodes.clear()
-    emit = nodes.new("ShaderNodeEmission")
-    out = nodes.new("ShaderNodeOutputMaterial")
-    mat.node_tree.links.new(emit.outputs["Emission"], out.inputs["Surface"])
-    return mat, emit
 
 
 def _point_material(name: str, color_mode: str, conf_range: tuple[float, float]) -> bpy.types.Material:

@@ -68,3 +68,24 @@ def pick_device(device=None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class LazyModel:
+    """Holds the unified model and loads it (the shipped offline weights by default) on first use,
+    so constructing a pipeline or engine is free and the service pays the load once."""
+
+    def __init__(self, model=None, model_path=None, device=None):
+        self.device = pick_device(device)
+        self._model, self._model_path = model, model_path
+
+    @property
+    def model(self):
+        if self._model is None:
+            from ..models import load_model
+
+            self._model = load_model(self._model_path, device=self.device)
+        return self._model
+
+    @property
+    def model_id(self) -> str:
+        return str(self._model_path or "parallax-tiny")

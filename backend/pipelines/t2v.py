@@ -14,22 +14,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import Progress, Timer, pick_device, report, resize_frames
+from .common import LazyModel, Progress, Timer, report, resize_frames
 from .v2c import GEOMETRY_T
 
 
-class T2VPipeline:
+class T2VPipeline(LazyModel):
     def __init__(self, model=None, model_path=None, device=None, text_encoder=None):
-        self.device = pick_device(device)
-        self._model, self._model_path, self._text = model, model_path, text_encoder
-
-    @property
-    def model(self):
-        if self._model is None:
-            from ..models import load_model
-
-            self._model = load_model(self._model_path, device=self.device)
-        return self._model
+        super().__init__(model, model_path, device)
+        self._text = text_encoder
 
     @property
     def text(self):
@@ -118,7 +110,7 @@ def generate_bundle(pipe: T2VPipeline, prompt: str, frames=None, seed=0, camera=
     video = res["video"]
     n, S = video.shape[0], video.shape[1]
     b = Bundle(task="generate", width=S, height=S, frame_count=n, fps=8.0, engine="unified",
-               model_id=str(pipe._model_path or "parallax-tiny"), frames=list(video.numpy()),
+               model_id=pipe.model_id, frames=list(video.numpy()),
                source={"prompt": prompt, "seed": seed, "steps": steps, "guidance": guidance})
     timings = dict(res["timings"])
     if camera and res["geometry"] is not None:

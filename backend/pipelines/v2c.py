@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Optional
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
-from .common import Progress, Timer, as_frames, pick_device, report, resize_frames
+from .common import LazyModel, Progress, Timer, as_frames, report, resize_frames
 
 GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
 
@@ -123,7 +122,7 @@ def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.T
     return similarity_matrix(s, R, t)
 
 
-class UnifiedEngine:
+class UnifiedEngine(LazyModel):
     """The unified model as a camera solver: ``solve(frames, progress=None, **options) -> Bundle``.
 
     options: ``window`` (frames per window, default the model's), ``stride`` (default half the
@@ -133,23 +132,6 @@ class UnifiedEngine:
     """
 
     name = "unified"
-
-    def __init__(self, model=None, model_path=None, device=None):
-        self.device = pick_device(device)
-        self._model = model
-        self._model_path = model_path
-
-    @property
-    def model(self):
-        if self._model is None:
-            from ..models import load_model
-
-            self._model = load_model(self._model_path, device=self.device)
-        return self._model
-
-    @property
-    def model_id(self) -> str:
-        return str(self._model_path or "parallax-tiny")
 
     def solve(self, frames, progress: Progress = None, **options) -> Bundle:
         timer = Timer(self.device)

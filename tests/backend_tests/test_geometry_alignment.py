@@ -9,13 +9,7 @@ from backend.geometry.metrics import ate_rpe, pairwise_metrics
 from backend.geometry.synthetic import graph_views, make_clip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: OpenMP threads only add contention on a shared 2-core machine (measured 10x).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_graphs():

@@ -11,13 +11,7 @@ from backend.geometry.rotations import axis_angle_to_matrix, deg, matrix_to_quat
 from backend.geometry.synthetic import corrupt, make_clip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small tensors: extra OpenMP threads only add contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rotation_conversions_round_trip():

@@ -13,13 +13,7 @@ from backend.models.geometry_head import activate  # noqa: E402
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny matrices run faster than with threads fighting over 2 shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(b=2, seed=0):

@@ -18,13 +18,7 @@ from backend.pipelines.v2c import UnifiedEngine
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny matrices run faster than with threads fighting over 2 shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL_MINILM = {**SMALL, "caption_channels": 384, "model_max_length": 8}
 
 
