@@ -76,6 +76,26 @@ def test_translation_error_is_sign_invariant():
     assert m["transl_err"] < 1e-6 and m["rot_err"] < 1e-9
 
 
+def test_pure_rotation_pairs_are_judged_on_rotation_only():
+    # frames 0 and 1 share a centre (a pan): their pair has no translation direction; frame 2
+    # is moved. The predicted pan is off by 4 deg and frame 2's translation by 10.5 deg.
+    gt = torch.stack([pose(c=(0, 0, 0)), pose(rot((0, 0, 1), 20), (0, 0, 0)), pose(c=(1, 0, 0))])
+    pred = gt.clone()
+    pred[1, :3, :3] = rot((0, 0, 1), 24)
+    pred[2, :3, 3] = torch.tensor([math.cos(math.radians(10.5)), math.sin(math.radians(10.5)), 0.0],
+                                  dtype=pred.dtype)
+    m = pairwise_metrics(pred, gt)
+    assert m["pairs"] == 3 and m["translation_pairs"] == 2
+    assert abs(m["rot_err"] - 4.0 * 2 / 3) < 1e-6  # pairs (0,1) and (1,2) carry the 4 deg
+    # pair (0,2): 10.5 deg; pair (1,2): the direction seen from camera 1, also 10.5 deg
+    assert abs(m["transl_err"] - 10.5) < 1e-6
+    # max errors [4 (rotation only), 10.5, 10.5]
+    assert abs(m["mAA@30"] - ((30 - 4) / 3 + 2 * 20 / 3) / 30) < TOL
+    # perfect poses of a static clip score 1, not the 90 deg of an undefined direction
+    still = torch.stack([pose(c=(0, 0, 0))] * 4)
+    assert pairwise_metrics(still, still)["mAA@30"] == 1.0
+
+
 def test_pair_pose_hand_case():
     r_deg = [3.5, 10.5, 20.5, 40.5]
     t_deg = [2.5, 170.5, 25.5, 60.5]  # 170.5 deg is 9.5 deg sign-invariantly
