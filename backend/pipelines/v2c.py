@@ -27,6 +27,7 @@ from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
 from .common import LazyModel, Progress, Timer, as_frames, report, resize_frames
 
 GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
+CAMERAS = "rays"  # per-frame cameras from the ray head ("rays") or PnP on the point maps ("points")
 
 
 @torch.no_grad()
@@ -47,11 +48,15 @@ def predict_window(model, frames_small: torch.Tensor, t: float = GEOMETRY_T, see
 
 
 def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Tensor] = None,
-                 align: bool = True) -> dict:
+                 align: bool = True, rays: Optional[torch.Tensor] = None) -> dict:
     """Cameras of one window from its point maps X^{f,1} (F, S, S, 3) and confidence (F, S, S).
 
-    Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, focal (float, pixels
-    of the S x S frames), and the points (possibly refined by global alignment).
+    With ``rays`` (F, S, S, 6), the ray head's Plücker maps, each frame's camera comes from its
+    rays (centre: the point they meet at; rotation: Kabsch to the canonical rays), scaled into
+    the point map's units; the point maps then give only the focal. Else PnP-RANSAC of X^{f,1}
+    per frame, refined (``align``) by the global alignment with JOG3R's temporal terms.
+    Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, K (pixels of the
+    S x S frames), and the points (possibly refined by global alignment).
     """
     from ..geometry.focal import estimate_focal
     from ..geometry.pnp import pose_from_pointmap_pnp
@@ -67,6 +72,8 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
             focal = S / (2 * math.tan(math.radians(30)))
         K = torch.tensor([[focal, 0, (S - 1) / 2], [0, focal, (S - 1) / 2], [0, 0, 1.0]], dtype=torch.float64)
     K = torch.as_tensor(K, dtype=torch.float64)
+    if rays is not None:
+        return {"c2w": _cameras_from_rays(rays, pts, w), "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
     c2w[0] = torch.eye(4, dtype=torch.float64)
     for f in range(1, n):
@@ -80,6 +87,20 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
         if aligned is not None and torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
             result = aligned  # else keep the PnP cameras (alignment diverged)
     return result
+
+
+def _cameras_from_rays(rays: torch.Tensor, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """c2w (F, 4, 4) in frame 1's camera from the ray maps. The head predicts moments in the
+    normalised units of training (point scale 1), so centres are scaled by the point maps'
+    own average distance to share their world; frame 1 is set to the identity exactly."""
+    from ..geometry.cameras import invert_pose
+    from ..geometry.rays import rays_to_camera
+
+    c2w, _ = rays_to_camera(rays.double().cpu(), weights.clamp_min(1e-6))
+    valid = weights > 0
+    scale = points.norm(dim=-1)[valid].mean() if valid.any() else points.norm(dim=-1).mean()
+    c2w[:, :3, 3] *= scale
+    return invert_pose(c2w[0]) @ c2w  # re-anchor: frame 1 is the origin by definition
 
 
 def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
@@ -127,7 +148,8 @@ class UnifiedEngine(LazyModel):
 
     options: ``window`` (frames per window, default the model's), ``stride`` (default half the
     window), ``t`` (geometry noise level, default 5), ``K`` (known 3x3 intrinsics in the input
-    frames' pixels: skips focal estimation), ``align`` (global alignment, default True),
+    frames' pixels: skips focal estimation), ``cameras`` ("rays": from the ray head, default;
+    "points": PnP on the point maps), ``align`` (global alignment of the "points" cameras, default True),
     ``fps``, ``points_per_frame`` (default all of the model's grid).
     """
 
@@ -165,7 +187,8 @@ class UnifiedEngine(LazyModel):
             with timer("network"):
                 maps = predict_window(model, small[s0:s0 + win], t=float(options.get("t", GEOMETRY_T)))
             with timer("alignment"):
-                sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(options.get("align", True)))
+                sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(options.get("align", True)),
+                                   rays=maps["rays"] if options.get("cameras", CAMERAS) == "rays" else None)
                 T = torch.eye(4, dtype=torch.float64)
                 if wi > 0 and [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]:  # chain to the world through the frames this window shares with the last
                     shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 
-def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, device=None, start: int = 0) -> dict:
+def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, device=None, start: int = 0,
+             cameras: str = "rays") -> dict:
     from ..data.scene import heldout_seeds
     from ..data.synth import render_batch
     from ..geometry.metrics import pairwise_metrics
@@ -33,7 +34,8 @@ def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, 
             t0 = time.perf_counter()
             maps = predict_window(model, batch.rgb[b])
             K = batch.K[b, 0].double().cpu() if known_k else None
-            sol = solve_window(maps["points"], maps["conf"], K, align=align)
+            sol = solve_window(maps["points"], maps["conf"], K, align=align,
+                               rays=maps["rays"] if cameras == "rays" else None)
             secs.append(time.perf_counter() - t0)
             rows.append(pairwise_metrics(sol["c2w"], batch.c2w[b].double().cpu()))
             gt = batch.points[b].float()
@@ -44,8 +46,9 @@ def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, 
             s_g = g.norm(dim=-1)[valid].mean()
             regs.append(float((pred / s_p - g / s_g).norm(dim=-1)[valid].mean()))
     keys = ["rot_err", "transl_err", "RRA@5", "RTA@5", "mAA@30"]
-    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    out.update(reg=float(np.mean(regs)), s_per_clip=float(np.mean(secs)), clips=clips, known_k=known_k)
+    out = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    out.update(reg=float(np.mean(regs)), s_per_clip=float(np.mean(secs)), clips=clips, known_k=known_k,
+               cameras=cameras, align=align and cameras == "points")
     return out
 
 
@@ -55,15 +58,17 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=24)
     p.add_argument("--known-k", action="store_true")
     p.add_argument("--no-align", action="store_true")
+    p.add_argument("--cameras", choices=["rays", "points", "both"], default="both")
     p.add_argument("--device", default=None)
     a = p.parse_args(argv)
     from ..models import load_model
     from ..pipelines.common import pick_device
 
     model = load_model(a.model, device=pick_device(a.device))
-    for kk in ([a.known_k] if a.known_k else [False, True]):
-        res = evaluate(model, a.clips, known_k=kk, align=not a.no_align)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
+    for cams in (["rays", "points"] if a.cameras == "both" else [a.cameras]):
+        for kk in ([a.known_k] if a.known_k else [False, True]):
+            res = evaluate(model, a.clips, known_k=kk, align=not a.no_align, cameras=cams)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
     return 0
 
 

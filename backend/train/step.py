@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models.autoencoder import frames_to_tensor
-from .losses import confidence_pointmap_loss, disparity_loss, flow_matching_loss, ray_loss
+from .losses import camera_centre_loss, confidence_pointmap_loss, disparity_loss, flow_matching_loss, ray_loss
 
 
 @dataclass
@@ -30,6 +30,7 @@ class TaskOptions:
     rec_weight: float = 1.0  # lambda of JOG3R (1)
     disparity_weight: float = 0.5
     ray_weight: float = 0.5
+    camera_weight: float = 0.5
     alpha: float = 0.2
 
 
@@ -46,14 +47,15 @@ class StepInputs:
     valid: torch.Tensor  # (B, F, H, W) bool
     disparity: torch.Tensor  # (B, F, H, W)
     rays: torch.Tensor  # (B, F, H, W, 6)
+    c2w: torch.Tensor  # (B, F, 4, 4) relative to frame 1
     extra: dict = field(default_factory=dict)
 
 
-def sample_inputs(rgb, depth, points, rays, text, opts: TaskOptions, generator=None) -> StepInputs:
+def sample_inputs(rgb, depth, points, rays, c2w, text, opts: TaskOptions, generator=None) -> StepInputs:
     """Draw tasks, noise levels and noise for a rendered batch (tensors already on device).
 
     rgb (B,F,H,W,3) uint8; depth (B,F,H,W) (+inf = sky); points (B,F,H,W,3); rays (B,F,H,W,6);
-    text = (hidden, mask) of the captions.
+    c2w (B,F,4,4) relative to frame 1; text = (hidden, mask) of the captions.
     """
     b, f = rgb.shape[:2]
     dev = rgb.device
@@ -74,7 +76,7 @@ def sample_inputs(rgb, depth, points, rays, text, opts: TaskOptions, generator=N
     valid = torch.isfinite(depth) & (depth > 0)
     disp = torch.where(valid, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
     noise = torch.randn(x0.shape, generator=generator, device=dev)
-    return StepInputs(x0, noise, sigma, frame_mask, geo, drop, text, points, valid, disp, rays)
+    return StepInputs(x0, noise, sigma, frame_mask, geo, drop, text, points, valid, disp, rays, c2w)
 
 
 def compute_losses(model, inp: StepInputs, opts: TaskOptions):
@@ -100,10 +102,13 @@ def compute_losses(model, inp: StepInputs, opts: TaskOptions):
                                                 alpha=opts.alpha, return_parts=True)
         l_disp = disparity_loss(g["disparity"], inp.disparity[rows], valid)
         l_ray = ray_loss(g["rays"], inp.rays[rows], parts["scale_gt"])
-        total = total + opts.rec_weight * (l_rec + opts.disparity_weight * l_disp + opts.ray_weight * l_ray)
-        logs.update(rec=l_rec.detach(), reg=parts["reg"], disp=l_disp.detach(), ray=l_ray.detach())
+        l_cam = camera_centre_loss(g["rays"], inp.c2w[rows], parts["scale_gt"])
+        total = total + opts.rec_weight * (l_rec + opts.disparity_weight * l_disp + opts.ray_weight * l_ray
+                                           + opts.camera_weight * l_cam)
+        logs.update(rec=l_rec.detach(), reg=parts["reg"], disp=l_disp.detach(), ray=l_ray.detach(),
+                    cam=l_cam.detach())
     else:
         nan = total.new_tensor(float("nan"))
-        logs.update(rec=nan, reg=nan, disp=nan, ray=nan)
+        logs.update(rec=nan, reg=nan, disp=nan, ray=nan, cam=nan)
     logs["total"] = total.detach()
     return total, logs

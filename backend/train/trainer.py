@@ -56,7 +56,7 @@ def plot_losses(log_path: Path, png: Path) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("gen", "reg", "disp", "ray"):
+    for key in ("gen", "reg", "disp", "ray", "cam"):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             ax.plot(*zip(*pts), label=key)
@@ -133,7 +133,7 @@ def train(args) -> dict:
             batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device)
             hidden, mask = text.encode(batch["captions"])
         render_s += time.time() - t0
-        inp = sample_inputs(batch["rgb"], batch["depth"], batch["points"], batch["rays"],
+        inp = sample_inputs(batch["rgb"], batch["depth"], batch["points"], batch["rays"], batch["c2w"],
                             (hidden.to(acc.device), mask.to(acc.device)), opts, gen)
         with acc.autocast():
             loss, logs = compute_losses(model, inp, opts)
