@@ -27,7 +27,7 @@ from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
 from .common import LazyModel, Progress, Timer, as_frames, report, resize_frames
 
 GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
-CAMERAS = "rays"  # per-frame cameras from the ray head ("rays") or PnP on the point maps ("points")
+CAMERAS = "points"  # per-frame cameras from the ray head ("rays") or PnP on the point maps ("points")
 
 
 @torch.no_grad()
@@ -148,8 +148,8 @@ class UnifiedEngine(LazyModel):
 
     options: ``window`` (frames per window, default the model's), ``stride`` (default half the
     window), ``t`` (geometry noise level, default 5), ``K`` (known 3x3 intrinsics in the input
-    frames' pixels: skips focal estimation), ``cameras`` ("rays": from the ray head, default;
-    "points": PnP on the point maps), ``align`` (global alignment of the "points" cameras, default True),
+    frames' pixels: skips focal estimation), ``cameras`` ("rays": from the ray head;
+    "points": PnP on the point maps, default: measured better), ``align`` (global alignment of the "points" cameras, default True),
     ``fps``, ``points_per_frame`` (default all of the model's grid).
     """
 
