@@ -78,7 +78,7 @@ def bench(device: str, clips: int, batch: int, textures, frames=16, size=128, ob
     preps = [prepare_specs(specs[i:i + batch], device) for i in range(0, clips, batch)]
     t = _timed(lambda: [render_prepared(p, device) for p in preps], device)
     r["render_prepared"] = clips / t
-    del preps, specs
+    preps = specs = None  # free them before the next measurements
 
     t = _timed(lambda: [render_batch(b, device=device, **kw) for b in batches], device)
     r["e2e_no_prefetch"] = clips / t

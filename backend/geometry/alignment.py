@@ -42,7 +42,7 @@ from .cameras import default_principal_point, intrinsics_matrix, invert_pose, pi
 from .focal import estimate_focal
 from .pnp import pose_from_pointmap_pnp
 from .procrustes import umeyama
-from .rotations import make_transform, matrix_to_quat, quat_to_matrix
+from .rotations import make_transform, matrix_to_quat
 
 FOCAL_BREAK = 20.0  # DUSt3R: focal = exp(theta / 20), so Adam moves log-focal 20x slower
 
@@ -417,7 +417,7 @@ def _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) -> Optional[torc
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         optim.zero_grad(set_to_none=True)  # the captured backward then writes fresh gradients
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA
             lr_t.copy_(lr_sched.index_select(0, it_t).reshape(()))
             loss = loss_fn()
             loss.backward()

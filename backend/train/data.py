@@ -18,8 +18,6 @@ import atexit
 import os
 from typing import Optional
 
-import torch
-
 TRAIN_SEED_BASE = 1_000_000  # far from the small seeds people use by hand
 
 # seeds of the last train_seeds call -> the seeds the next step will ask for
