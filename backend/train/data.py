@@ -5,11 +5,13 @@ engine's held-out split, so data never repeats and never leaks into evaluation.
 
 Prefetching: the trainer asks for ``train_seeds(k, ...)`` then ``render(seeds, ...)`` with k =
 0, 1, 2, ... The next request is therefore known, and ``render`` starts the CPU half of it
-(numpy scene sampling, packing; ``backend.data.synth.prepare_specs``) in a background thread
-before rendering the current batch on the GPU, so that work overlaps rendering and training
-steps. Clips are bit-identical with and without it (a clip depends only on its seed).
-Environment: ``PARALLAX_SYNTH_PREFETCH=0`` turns it off; ``PARALLAX_SYNTH_WORKERS=k`` samples
-scenes in k processes (worth it on many-core GPU hosts; default 0 = in the prefetch thread).
+(numpy scene sampling and packing, ``backend.data.synth.prepare_seeds``) in the background
+before rendering the current batch, so that work overlaps rendering and training steps. On a
+CUDA device it runs in a worker process (a thread doing numpy work would hold the GIL that every
+kernel launch of the training step needs). Clips are bit-identical with and without it (a clip
+depends only on its seed). Environment: ``PARALLAX_SYNTH_PREFETCH=0`` turns prefetching off;
+``PARALLAX_SYNTH_WORKERS=k`` sets the worker processes (default 1 on CUDA, 0 = in the prefetch
+thread on the CPU).
 """
 
 from __future__ import annotations
@@ -53,14 +55,13 @@ def prefetch_enabled() -> bool:
     return os.environ.get("PARALLAX_SYNTH_PREFETCH", "1") not in ("0", "false", "no", "off")
 
 
-def _workers() -> int:
-    return int(os.environ.get("PARALLAX_SYNTH_WORKERS", "0") or 0)
+def _workers(device: str) -> int:
+    value = os.environ.get("PARALLAX_SYNTH_WORKERS", "")
+    return int(value) if value.strip() else (1 if device.startswith("cuda") else 0)
 
 
 def _prepare(seeds: tuple, frames: int, size: int, device: str):
-    synth = _synth()
-    specs = synth.sample_specs(list(seeds), frames, size, size, workers=_workers())
-    return synth.prepare_specs(specs, device)
+    return _synth().prepare_seeds(list(seeds), frames, size, size, device, workers=_workers(device))
 
 
 def render(seeds: list[int], frames: int, size: int, device) -> dict:

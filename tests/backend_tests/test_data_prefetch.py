@@ -36,12 +36,13 @@ def _assert_same(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    """Three small random photos, so the photo-texture path (decoded in the prefetch thread) runs."""
+    """Six small random photos, so the photo-texture path (decoded in the prefetch thread) runs
+    and a batch uses only some of them (atlas slots differ from the folder's indices)."""
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
-    for i in range(3):
+    for i in range(6):
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
     return str(folder)
 
@@ -66,15 +67,19 @@ def _scene_materials(seed, folder):
     return [p.material for p in spec.prims] + [spec.floor, spec.walls]
 
 
-def test_stream_with_worker_processes_is_identical_and_shuts_down():
-    # workers=2 samples scenes in spawned processes (used for batches of >= 2 * workers seeds)
+def test_stream_with_worker_processes_is_identical_and_shuts_down(photo_folder):
+    # workers=2: scenes are sampled and packed in spawned processes, photo slots remapped here
     batches = [[10, 11, 12, 13], [14, 15, 16, 17]]
+    kw = dict(textures=photo_folder, chunk_rays=3 * 16 * 20 * 2, **SMALL)  # 2 clips per render chunk
+    for b in batches:  # the remapping of photo slots is exercised: a batch uses some photos, not all
+        used = sorted({m.photo_index for s in b for m in _scene_materials(s, photo_folder) if m.pattern == "photo"})
+        assert used and used != list(range(len(used))), used
     try:
-        streamed = list(render_stream(batches, workers=2, prefetch=1, **SMALL))
+        streamed = list(render_stream(batches, workers=2, prefetch=1, **kw))
         assert multiprocessing.active_children(), "the pool was not used"
     finally:
         shutdown_pools()
-    for a, b in zip(streamed, [render_batch(b, **SMALL) for b in batches]):
+    for a, b in zip(streamed, [render_batch(b, **kw) for b in batches]):
         _assert_same(a, b)
     assert not multiprocessing.active_children() and not _prefetch_threads()
 
@@ -188,3 +193,25 @@ def test_training_data_prefetches_the_next_step(monkeypatch):
     out = data.render(seeds, 3, 16, "cpu")
     assert [name for _, name in prepared_in] == ["MainThread"] and data._lookahead is None
     assert torch.equal(out["rgb"], outs[1][1]["rgb"])
+
+
+def test_training_data_with_a_worker_process(monkeypatch):
+    # PARALLAX_SYNTH_WORKERS=1 (the CUDA default): sampling and packing in a spawned process
+    from backend.train import data
+
+    monkeypatch.setenv("PARALLAX_SYNTH_WORKERS", "1")
+    monkeypatch.delenv("PARALLAX_SYNTH_PREFETCH", raising=False)
+    try:
+        outs = []
+        for step in range(2):
+            seeds = data.train_seeds(step, 1, 2, 2)  # rank 1 of 2
+            outs.append((seeds, data.render(seeds, 3, 16, "cpu")))
+        assert multiprocessing.active_children()
+    finally:
+        data.close_prefetch()
+        shutdown_pools()
+    for seeds, out in outs:
+        ref = render_batch(seeds, frames=3, height=16, width=16)
+        assert torch.equal(out["rgb"], ref.rgb) and torch.equal(out["depth"], ref.depth)
+        assert out["captions"] == ref.captions
+    assert not multiprocessing.active_children() and not _prefetch_threads()
