@@ -80,8 +80,8 @@ def bench(device: str, clips: int, batch: int, textures, frames=16, size=128, ob
     r["render_prepared"] = clips / t
     preps = specs = None  # free them before the next measurements
 
-    t = _timed(lambda: [render_batch(b, device=device, **kw) for b in batches], device)
-    r["e2e_no_prefetch"] = clips / t
+    t = _timed(lambda: [render_batch(b, device=device, workers=workers, **kw) for b in batches], device)
+    r["e2e_no_prefetch"] = clips / t  # sampling (in the worker pool when workers > 1), then rendering
 
     def stream(w):
         for out in render_stream(batches, device=device, workers=w, prefetch=2, **kw):
@@ -133,7 +133,7 @@ def main() -> None:
                 (f"sampling, {workers} worker processes", r.get("sample_pool")),
                 ("render only: render_specs (pack + render)", r["render_specs"]),
                 ("render only: render_prepared (pre-packed)", r["render_prepared"]),
-                ("END TO END, no prefetch (render_batch)", r["e2e_no_prefetch"]),
+                (f"END TO END, no prefetch (render_batch, workers={workers})", r["e2e_no_prefetch"]),
                 ("END TO END, prefetch, sampling in the thread", r["e2e_prefetch_thread"]),
                 (f"END TO END, prefetch, sampling in {workers} processes", r.get("e2e_prefetch_pool"))]
         for label, v in rows:

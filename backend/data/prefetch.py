@@ -29,15 +29,18 @@ class Prefetcher(Generic[J, R]):
     """``produce(job)`` for each job of ``jobs``, up to ``depth`` jobs ahead of the consumer.
 
     Iterate it (``for result in Prefetcher(produce, jobs)``) to get the results in job order.
-    ``depth=0`` runs everything in the caller's thread (no background work at all).
+    ``depth=0`` runs everything in the caller's thread (no background work at all). ``threads``
+    (at most ``depth``) background threads run jobs side by side: worth it when ``produce`` mostly
+    waits (on worker processes), not when it computes in Python (the GIL serialises that).
     """
 
-    def __init__(self, produce: Callable[[J], R], jobs: Iterable[J], depth: int = 2):
+    def __init__(self, produce: Callable[[J], R], jobs: Iterable[J], depth: int = 2, threads: int = 1):
         self._produce = produce
         self._jobs = iter(jobs)
         self._depth = max(0, int(depth))
         self._pending: collections.deque = collections.deque()
-        self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=THREAD_NAME)
+        n_threads = max(1, min(int(threads), self._depth))
+        self._pool = (concurrent.futures.ThreadPoolExecutor(n_threads, thread_name_prefix=THREAD_NAME)
                       if self._depth else None)
         self._closed = False
 

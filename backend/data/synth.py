@@ -150,7 +150,8 @@ def render_stream(seed_batches: Iterable[list[int]], frames: int = 16, height: i
         return prepare_seeds(seeds, frames, height, width, device, tex_files, intrinsics, dynamic, n_objects, motion,
                              chunk_rays, workers)
 
-    with Prefetcher(prepare, seed_batches, depth=prefetch) as batches:
+    # with worker processes the prefetch threads only wait: prepare the `prefetch` batches side by side
+    with Prefetcher(prepare, seed_batches, depth=prefetch, threads=prefetch if workers >= 1 else 1) as batches:
         for prep in batches:
             yield render_prepared(prep, device, shadows=shadows)
 

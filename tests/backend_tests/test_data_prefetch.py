@@ -75,7 +75,7 @@ def test_stream_with_worker_processes_is_identical_and_shuts_down(photo_folder):
         used = sorted({m.photo_index for s in b for m in _scene_materials(s, photo_folder) if m.pattern == "photo"})
         assert used and used != list(range(len(used))), used
     try:
-        streamed = list(render_stream(batches, workers=2, prefetch=1, **kw))
+        streamed = list(render_stream(batches, workers=2, prefetch=2, **kw))  # 2 threads side by side
         assert multiprocessing.active_children(), "the pool was not used"
     finally:
         shutdown_pools()
