@@ -24,8 +24,10 @@ confidence, or in order) with weighted Umeyama on the frames they share with gro
 placed; focal from each group's reference map (least squares + Weiszfeld); pose of a group's
 reference frame from its similarity, of other frames by PnP-RANSAC; depth from the placed points.
 
-Every iteration is a handful of batched tensor operations over all views: no Python loop over
-edges, so the same code is fast on a GPU.
+Every iteration is a handful of batched tensor operations over all views (``AlignmentProblem``:
+residuals in each view's frame camera, one batched matmul; ~100 ops forward + backward + fused
+Adam): no Python loop over edges. On CUDA the whole step is captured once as a CUDA graph and
+replayed, one launch per iteration (the loop is launch-bound at point-map sizes like 64x64).
 """
 
 from __future__ import annotations
