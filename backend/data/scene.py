@@ -144,9 +144,38 @@ def list_textures(folder: Optional[os.PathLike | str]) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
 
 
+# The helpers below are hot in scene sampling (tens of calls per scene): they spell out what
+# np.linalg.norm / np.cross / np.clip compute, in the same operation order (so results are
+# bit-identical), without those functions' per-call overhead.
+
+
 def _unit(v) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64)
-    return v / np.linalg.norm(v)
+    return v / math.sqrt(v.dot(v))  # np.linalg.norm of a vector is sqrt(x . x)
+
+
+def _norm_last(x: np.ndarray) -> np.ndarray:
+    """np.linalg.norm(x, axis=-1): sqrt of the sum of squares along the last axis."""
+    return np.sqrt(np.add.reduce(x * x, axis=-1))
+
+
+def _cross(a: np.ndarray, b) -> np.ndarray:
+    """np.cross for (..., 3) arrays, with numpy's own formula."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., 0] = a1 * b2 - a2 * b1
+    out[..., 1] = a2 * b0 - a0 * b2
+    out[..., 2] = a0 * b1 - a1 * b0
+    return out
+
+
+_Z_UP = np.array([0.0, 0.0, 1.0])
+
+
+def _clip(x, lo: float, hi: float) -> np.ndarray:
+    """np.clip(x, lo, hi) for finite values."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 def rot_z(a: float) -> np.ndarray:
@@ -182,11 +211,11 @@ def rot_axis_batch(axis, a: np.ndarray) -> np.ndarray:
 def look_at_batch(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(F, 4, 4) c2w with OpenCV axes for cameras at eye (F, 3) looking at target (F, 3); z-up world."""
     f = target - eye
-    f = f / np.linalg.norm(f, axis=-1, keepdims=True)
+    f = f / _norm_last(f)[:, None]
     r = np.stack([f[:, 1], -f[:, 0], np.zeros(len(f))], -1)  # f x (0, 0, 1)
-    rn = np.linalg.norm(r, axis=-1, keepdims=True)
+    rn = _norm_last(r)[:, None]
     r = np.where(rn > 1e-6, r / np.maximum(rn, 1e-12), [1.0, 0, 0])
-    d = np.cross(f, r)
+    d = _cross(f, r)
     m = np.zeros((len(f), 4, 4))
     m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3], m[:, 3, 3] = r, d, f, eye, 1
     return m
@@ -238,9 +267,9 @@ def is_heldout(seed: int) -> bool:
 
 
 def _colour(rng: np.random.Generator, exclude: tuple = ()) -> tuple[str, np.ndarray]:
-    names = [n for n in COLOUR_NAMES if n not in exclude]
+    names = [n for n in COLOUR_NAMES if n not in exclude] if exclude else COLOUR_NAMES
     name = names[rng.integers(len(names))]
-    c = np.clip(np.asarray(PALETTE[name]) * rng.uniform(0.85, 1.1) + rng.normal(0, 0.025, 3), 0.02, 0.98)
+    c = _clip(np.asarray(PALETTE[name]) * rng.uniform(0.85, 1.1) + rng.normal(0, 0.025, 3), 0.02, 0.98)
     return name, c
 
 
@@ -263,9 +292,9 @@ def sample_material(rng: np.random.Generator, textures: list[str], surface: str 
         pattern = patterns[rng.integers(len(patterns))]
     name_a, a = _colour(rng)
     if pattern == "bricks":
-        name_b, b = "grey", np.clip(rng.uniform(0.55, 0.85) * np.ones(3), 0, 1)
+        name_b, b = "grey", _clip(rng.uniform(0.55, 0.85) * np.ones(3), 0, 1)
     elif pattern == "noise":
-        name_b, b = name_a, np.clip(a * rng.uniform(0.35, 0.6), 0, 1)
+        name_b, b = name_a, _clip(a * rng.uniform(0.35, 0.6), 0, 1)
     else:
         name_b, b = _colour(rng, exclude=(name_a,))
     big = surface != "object"
@@ -281,7 +310,7 @@ def sample_material(rng: np.random.Generator, textures: list[str], surface: str 
         m.scale = float(rng.uniform(1.0, 4.0)) if big else float(rng.uniform(0.3, 1.5))
         m.rotation = float(rng.uniform(0, 2 * math.pi))
         m.offset = rng.uniform(0, 1, 2)
-        m.gain = np.clip(rng.uniform(0.75, 1.15) * (1 + rng.normal(0, 0.08, 3)), 0.4, 1.4)
+        m.gain = _clip(rng.uniform(0.75, 1.15) * (1 + rng.normal(0, 0.08, 3)), 0.4, 1.4)
     return m
 
 
@@ -295,7 +324,7 @@ def _sample_primitive_shape(rng: np.random.Generator) -> tuple[str, np.ndarray, 
     s = float(np.exp(rng.uniform(math.log(0.18), math.log(0.55))))  # characteristic size
     if kind == "box":
         size = s * (np.ones(3) if rng.random() < 0.3 else rng.uniform(0.5, 1.2, 3))
-        return kind, size, float(np.linalg.norm(size)), float(size[2])
+        return kind, size, math.sqrt(size.dot(size)), float(size[2])
     if kind == "sphere":
         return kind, np.array([s, 0, 0]), s, s
     if kind in ("cylinder", "cone"):
@@ -366,7 +395,7 @@ def _place_objects(rng, n_obj: int, n_moving: int, frames: int, stride: int, are
             if np.abs(pos[:, :2]).max() > area + 1.0:
                 continue
             if prims:  # 3D bounding spheres, every frame (0.9: boxes rarely fill their sphere)
-                gap = np.linalg.norm(all_pos - pos, axis=-1) - 0.9 * (all_rad + radius)
+                gap = _norm_last(all_pos - pos) - 0.9 * (all_rad + radius)
                 if gap.min() < 0.02:
                     continue
             prims.append(Primitive(kind, size, sample_material(rng, textures), rot, pos, motion, radius))
@@ -397,7 +426,7 @@ def _camera_path(rng, frames: int, stride: int, eye0: np.ndarray, target: np.nda
     roll = np.zeros(frames)
     labels = []
     fwd0 = _unit(target - eye0)
-    right0 = _unit(np.cross(fwd0, [0, 0, 1.0]))
+    right0 = _unit(_cross(fwd0, _Z_UP))
 
     def amount(lo, hi):  # log-uniform total amount over the clip, scaled by the stride
         return float(np.exp(rng.uniform(math.log(lo), math.log(hi)))) * span
@@ -465,7 +494,7 @@ def _camera_ok(c2w: np.ndarray, prims: list[Primitive], setting: str, room: np.n
     if (eye[:, 2] < 0.15).any():
         return False
     for p in prims:
-        if (np.linalg.norm(p.pos - eye, axis=1) < p.radius + 0.3).any():
+        if (_norm_last(p.pos - eye) < p.radius + 0.3).any():
             return False
     # The camera must look roughly horizontally-to-down at the scene, never straight up.
     fwd = c2w[:, :3, 2]
@@ -506,11 +535,11 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     floor = sample_material(rng, textures, "floor")
     walls = sample_material(rng, textures, "wall")
     ceil = sample_material(rng, textures, "ceiling", patterns=("solid", "noise"))
-    ceil.color_a = np.clip(0.6 + 0.35 * ceil.color_a, 0, 1)
+    ceil.color_a = _clip(0.6 + 0.35 * ceil.color_a, 0, 1)
 
     # Sky: a gradient from a pale horizon to a deeper zenith.
-    sky_top = np.clip(np.array([0.25, 0.45, 0.85]) + rng.normal(0, 0.06, 3), 0, 1)
-    sky_horizon = np.clip(np.array([0.75, 0.82, 0.9]) + rng.normal(0, 0.04, 3), 0, 1)
+    sky_top = _clip(np.array([0.25, 0.45, 0.85]) + rng.normal(0, 0.06, 3), 0, 1)
+    sky_horizon = _clip(np.array([0.75, 0.82, 0.9]) + rng.normal(0, 0.04, 3), 0, 1)
 
     if n_objects is None:
         n_obj = int(rng.integers(3, 16))
@@ -533,7 +562,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
     n_lights = int(rng.integers(1, 3))
     for li in range(n_lights):
         strength = rng.uniform(0.6, 1.0) * (1.0 if li == 0 else 0.5)
-        tint = np.clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2)
+        tint = _clip(1 + rng.normal(0, 0.06, 3), 0.8, 1.2)
         if setting == "room":
             p = np.array([rng.uniform(-0.35, 0.35) * room[0], rng.uniform(-0.35, 0.35) * room[1],
                           room[2] - rng.uniform(0.6, 1.0)])
@@ -542,7 +571,7 @@ def sample_scene(seed: int, frames: int = 16, height: int = 128, width: int = 12
             elev, az = math.radians(rng.uniform(25, 70)), rng.uniform(0, 2 * math.pi)
             d = -np.array([math.cos(elev) * math.cos(az), math.cos(elev) * math.sin(az), math.sin(elev)])
             lights.append(Light("sun", d, strength * tint))
-    ambient = rng.uniform(0.18, 0.35) * np.clip(1 + rng.normal(0, 0.05, 3), 0.8, 1.2)
+    ambient = rng.uniform(0.18, 0.35) * _clip(1 + rng.normal(0, 0.05, 3), 0.8, 1.2)
 
     # Camera: K, then a path that stays inside the room and clear of every object.
     fov = rng.uniform(35, 90)

@@ -19,15 +19,20 @@ Deterministic by seed; a clip does not depend on the other clips of its batch.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from .scene import (HELDOUT_SEED_START, KINDS, PATTERNS, SceneSpec, heldout_seeds, is_heldout,  # noqa: F401
                     list_textures, make_caption, sample_scene)
+from .packing import materials as _materials, pack_arrays, remap_photos, sample_and_pack
+from .prefetch import Prefetcher
 from .scene import _sample_scene_args
 from .scene import sample_train_seeds as _sample_train_seeds_np
 
@@ -90,23 +95,65 @@ def render_batch(seeds: list[int], frames: int = 16, height: int = 128, width: i
 
 
 _POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def sample_specs(seeds, frames=16, height=128, width=128, textures=None, intrinsics=None, dynamic=None,
                  n_objects=None, motion=None, workers: int = 0) -> list[SceneSpec]:
     """Scene descriptions for ``seeds`` (``backend.data.scene.sample_scene``), optionally in a
     persistent pool of ``workers`` processes (spawned: they import numpy only, never CUDA)."""
-    tex_files = list_textures(textures) if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__") \
-        else list(textures or [])
+    tex_files = _texture_list(textures)
     args = [(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion) for s in seeds]
     if workers <= 1 or len(args) < 2 * workers:
         return [sample_scene(*a) for a in args]
-    if workers not in _POOLS:
-        import concurrent.futures
-        import multiprocessing
+    return list(_pool(workers).map(_sample_scene_args, args, chunksize=max(1, len(args) // (4 * workers))))
 
-        _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    return list(_POOLS[workers].map(_sample_scene_args, args, chunksize=max(1, len(args) // (4 * workers))))
+
+def _pool(workers: int):
+    """The persistent pool of ``workers`` spawned processes (they import numpy only, never CUDA)."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            import concurrent.futures
+            import multiprocessing
+
+            _POOLS[workers] = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"))
+        return _POOLS[workers]
+
+
+def shutdown_pools() -> None:
+    """End the sampling worker processes (``workers=k``); the next call starts them again."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
+def render_stream(seed_batches: Iterable[list[int]], frames: int = 16, height: int = 128, width: int = 128,
+                  device="cpu", textures: Optional[str] = None, intrinsics: Optional[dict] = None,
+                  dynamic: Optional[bool] = None, n_objects: Optional[int] = None, motion: Optional[str] = None,
+                  shadows: bool = True, chunk_rays: Optional[int] = None, workers: int = 0,
+                  prefetch: int = 2) -> Iterator[ClipBatch]:
+    """``render_batch(seeds, ...)`` for each list of seeds, with the CPU half of the next
+    ``prefetch`` batches (:func:`prepare_seeds`: scene sampling, packing, photo decoding) done in
+    a background thread while this one renders. ``workers >= 1`` moves sampling and packing on
+    into that many worker processes: the thread then only waits, and the GIL stays free for the
+    rendering thread (numpy sampling in a thread holds it, and every torch call of the renderer
+    must win it back). Clips are bit-identical to ``render_batch``'s; ``prefetch=0`` does
+    everything in the caller's thread. An exception in the background work is raised here;
+    closing the generator (or finishing it) stops the thread.
+    """
+    tex_files = _texture_list(textures)
+
+    def prepare(seeds):
+        return prepare_seeds(seeds, frames, height, width, device, tex_files, intrinsics, dynamic, n_objects, motion,
+                             chunk_rays, workers)
+
+    # with worker processes the prefetch threads only wait: prepare the `prefetch` batches side by side
+    with Prefetcher(prepare, seed_batches, depth=prefetch, threads=prefetch if workers >= 1 else 1) as batches:
+        for prep in batches:
+            yield render_prepared(prep, device, shadows=shadows)
 
 
 def render_clip(seed: int, **kwargs) -> ClipBatch:
@@ -117,16 +164,88 @@ def render_clip(seed: int, **kwargs) -> ClipBatch:
 def render_specs(specs: list[SceneSpec], device="cpu", shadows: bool = True,
                  chunk_rays: Optional[int] = None) -> ClipBatch:
     """Render already-sampled scene descriptions (all of one frame count and size)."""
-    device = torch.device(device)
+    return render_prepared(prepare_specs(specs, device, chunk_rays), device, shadows=shadows)
+
+
+@dataclass
+class PreparedBatch:
+    """The CPU half of rendering a batch: scene descriptions packed into arrays per render chunk
+    and the photo textures decoded, ready for :func:`render_prepared`. Building it touches no
+    device, so a background thread can prepare the next batch while the GPU renders this one."""
+
+    specs: list
+    chunks: list  # one dict of numpy arrays per render chunk (see packing.pack_arrays)
+    textures: tuple  # photo files of the batch, in atlas order
+    atlas: Optional[list]  # CPU mip levels of those photos (None: no photos)
+
+
+def prepare_specs(specs: list[SceneSpec], device="cpu", chunk_rays: Optional[int] = None) -> PreparedBatch:
+    """Pack scene descriptions for :func:`render_prepared` on ``device`` (the chunk size depends
+    on the device type; nothing is moved there yet)."""
     F, H, W = specs[0].frames, specs[0].height, specs[0].width
     if any((s.frames, s.height, s.width) != (F, H, W) for s in specs):
         raise ValueError("all clips of a batch need the same frames, height and width")
-    if chunk_rays is None:  # memory per ray is a few kB with 15 primitives: size chunks to fit
-        chunk_rays = (1 << 23) if device.type == "cuda" else (1 << 18)
-    per_clip = F * H * W
-    step = max(1, chunk_rays // per_clip)
-    atlas, tex_index = _texture_atlas(specs, device)
-    outs = [_render_chunk(specs[i:i + step], device, atlas, tex_index, shadows) for i in range(0, len(specs), step)]
+    step = _chunk_clips(device, chunk_rays, F, H, W)
+    used, tex_index, atlas = _batch_photos(specs, device)
+    chunks = [pack_arrays(specs[i:i + step], tex_index) for i in range(0, len(specs), step)]
+    return PreparedBatch(specs=list(specs), chunks=chunks, textures=used, atlas=atlas)
+
+
+def prepare_seeds(seeds: list[int], frames: int = 16, height: int = 128, width: int = 128, device="cpu",
+                  textures=None, intrinsics: Optional[dict] = None, dynamic: Optional[bool] = None,
+                  n_objects: Optional[int] = None, motion: Optional[str] = None,
+                  chunk_rays: Optional[int] = None, workers: int = 0) -> PreparedBatch:
+    """Sample and pack the scenes of ``seeds`` for :func:`render_prepared` (the CPU half of
+    :func:`render_batch`). ``workers >= 1``: both happen in that many worker processes, one job
+    per render chunk, so this process only waits and unpickles (a thread calling this holds the
+    GIL for milliseconds, not for the whole numpy sampling). Same result either way."""
+    tex_files = _texture_list(textures)
+    if workers < 1:
+        specs = sample_specs(seeds, frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion)
+        return prepare_specs(specs, device, chunk_rays)
+    step = _chunk_clips(device, chunk_rays, frames, height, width)
+    args = [(int(s), frames, height, width, tex_files, intrinsics, dynamic, n_objects, motion) for s in seeds]
+    pool = _pool(workers)
+    jobs = [pool.submit(sample_and_pack, args[i:i + step]) for i in range(0, len(args), step)]
+    results = [j.result() for j in jobs]
+    specs = [s for chunk_specs, _ in results for s in chunk_specs]
+    used, tex_index, atlas = _batch_photos(specs, device)
+    for chunk_specs, arrays in results:
+        remap_photos(arrays, chunk_specs, tex_index)
+    return PreparedBatch(specs=specs, chunks=[arrays for _, arrays in results], textures=used, atlas=atlas)
+
+
+def _chunk_clips(device, chunk_rays: Optional[int], F: int, H: int, W: int) -> int:
+    """Clips per render chunk: memory per ray is a few kB with 15 primitives, so size chunks to fit."""
+    if chunk_rays is None:
+        chunk_rays = (1 << 23) if torch.device(device).type == "cuda" else (1 << 18)
+    return max(1, chunk_rays // (F * H * W))
+
+
+def _batch_photos(specs, device) -> tuple:
+    """The batch's photo files (atlas order), file -> atlas slot, and the CPU atlas if ``device``
+    does not have it cached yet (decoding photos is CPU work worth doing ahead)."""
+    used = tuple(sorted({m.photo for s in specs for m in _materials(s) if m.pattern == "photo"}))
+    atlas = _atlas_levels(used) if used and (used, str(torch.device(device))) not in _ATLAS_CACHE else None
+    return used, {p: i for i, p in enumerate(used)}, atlas
+
+
+def _texture_list(textures) -> list[str]:
+    if isinstance(textures, (str, bytes)) or hasattr(textures, "__fspath__"):
+        return list_textures(textures)
+    return list(textures or [])
+
+
+def render_prepared(prep: PreparedBatch, device="cpu", shadows: bool = True) -> ClipBatch:
+    """Render a :class:`PreparedBatch` on ``device``."""
+    device = torch.device(device)
+    specs = prep.specs
+    atlas = _texture_atlas(prep.textures, device, prep.atlas)
+    outs, i = [], 0
+    for arrays in prep.chunks:
+        n = int(arrays["B"])
+        outs.append(_render_chunk(specs[i:i + n], _to_device(arrays, device), device, atlas, shadows))
+        i += n
     counts = [c for o in outs for c in o.pop("counts").cpu().numpy()]
     cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     captions = [make_caption(s, counts[i][:len(s.prims)]) for i, s in enumerate(specs)]
@@ -141,6 +260,7 @@ def render_specs(specs: list[SceneSpec], device="cpu", shadows: bool = True,
 _ATLAS_CACHE: dict = {}
 
 
+@functools.lru_cache(maxsize=256)  # decoding and resizing a photo costs ~10 ms; a folder is reused
 def _load_texture(path: str) -> np.ndarray:
     from PIL import Image  # only needed with photo textures
 
@@ -149,109 +269,47 @@ def _load_texture(path: str) -> np.ndarray:
         s = min(im.size)  # square centre crop; random crops happen in UV space
         left, top = (im.size[0] - s) // 2, (im.size[1] - s) // 2
         im = im.crop((left, top, left + s, top + s)).resize((TEXTURE_SIZE, TEXTURE_SIZE), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        out = np.asarray(im, dtype=np.uint8)
+        out.setflags(write=False)  # shared through the cache
+        return out
 
 
-def _texture_atlas(specs: list[SceneSpec], device) -> tuple[torch.Tensor, dict]:
-    """(T*S*S, 3) linear-light texels of every photo used in the batch, and path -> atlas index."""
-    used = sorted({m.photo for s in specs for m in _materials(s) if m.pattern == "photo"})
+def _atlas_levels(used: tuple) -> list:
+    """CPU mip levels, each (T*S*S, 3) linear-light texels, of the photos ``used`` (in order)."""
+    lin = torch.from_numpy((np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0) ** 2.2)
+    levels = [lin]  # mip levels by 2x2 box filtering: distant photo surfaces do not alias
+    for _ in range(MIP_LEVELS - 1):
+        levels.append(torch.nn.functional.avg_pool2d(levels[-1].permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1))
+    return [lv.reshape(-1, 3).contiguous() for lv in levels]
+
+
+def _texture_atlas(used: tuple, device, levels: Optional[list] = None) -> list:
+    """The atlas of the photos ``used`` on ``device`` (``levels``: already built on the CPU)."""
     if not used:
-        return [torch.zeros(1, 3, device=device)], {}
+        return [torch.zeros(1, 3, device=device)]
     key = (tuple(used), str(device))
     if key not in _ATLAS_CACHE:
         if len(_ATLAS_CACHE) > 8:
             _ATLAS_CACHE.clear()
-        lin = torch.from_numpy((np.stack([_load_texture(p) for p in used]).astype(np.float32) / 255.0) ** 2.2)
-        levels = [lin]  # mip levels by 2x2 box filtering: distant photo surfaces do not alias
-        for _ in range(MIP_LEVELS - 1):
-            levels.append(torch.nn.functional.avg_pool2d(levels[-1].permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1))
-        _ATLAS_CACHE[key] = [lv.reshape(-1, 3).contiguous().to(device) for lv in levels]
-    return _ATLAS_CACHE[key], {p: i for i, p in enumerate(used)}
+        _ATLAS_CACHE[key] = [lv.to(device) for lv in (levels or _atlas_levels(used))]
+    return _ATLAS_CACHE[key]
 
 
-def _materials(spec: SceneSpec) -> list:
-    return [p.material for p in spec.prims] + [spec.floor, spec.walls, spec.ceiling_material]
-
-
-# ----------------------------------------------------------------------------------------
-# Packing the scene descriptions into tensors
-
-MAT_FIELDS = 20  # pattern, a(3), b(3), scale, axis(3), photo, rot, offset(2), gain(3), pad(2)
-
-
-def _pack_material(m, tex_index: dict) -> np.ndarray:
-    v = np.zeros(MAT_FIELDS, np.float64)
-    v[0] = PATTERNS.index(m.pattern)
-    v[1:4] = np.asarray(m.color_a) ** 2.2  # palette colours are display values; shade in linear light
-    v[4:7] = np.asarray(m.color_b) ** 2.2
-    v[7] = m.scale
-    v[8:11] = m.axis
-    v[11] = tex_index.get(m.photo, 0) if m.pattern == "photo" else 0
-    v[12] = m.rotation
-    v[13:15] = m.offset
-    v[15:18] = m.gain
-    return v
-
-
-def _pack(specs: list[SceneSpec], device, tex_index: dict) -> dict:
-    B, F = len(specs), specs[0].frames
-    N = max(1, max(len(s.prims) for s in specs))
-    kind = np.full((B, N), -1, np.int64)
-    radius2 = np.full((B, N), -1.0)  # bounding spheres, squared; -1: empty slot, never a candidate
-    size = np.ones((B, N, 3))
-    rot = np.tile(np.eye(3), (B, F, N, 1, 1))
-    pos = np.zeros((B, F, N, 3))
-    moving = np.zeros((B, N), bool)
-    mats = np.zeros((B, N + 3, MAT_FIELDS))
-    setting_open = np.zeros(B, bool)
-    room = np.zeros((B, 3))
-    ceiling = np.zeros(B, bool)
-    light_kind = np.zeros((B, 2), np.int64)  # 0 none, 1 point, 2 sun
-    light_vec = np.zeros((B, 2, 3))
-    light_col = np.zeros((B, 2, 3))
-    ambient = np.zeros((B, 3))
-    sky = np.zeros((B, 2, 3))
-    c2w_scene = np.zeros((B, F, 4, 4))
-    K = np.zeros((B, 3, 3))
-    for b, s in enumerate(specs):
-        for i, p in enumerate(s.prims):
-            kind[b, i] = KINDS.index(p.kind)
-            size[b, i] = p.size
-            rot[b, :, i] = p.rot
-            pos[b, :, i] = p.pos
-            moving[b, i] = p.moving
-            radius2[b, i] = (p.radius * 1.001 + 1e-4) ** 2
-        for j, m in enumerate(_materials(s)[:len(s.prims)]):
-            mats[b, j] = _pack_material(m, tex_index)
-        for j, m in enumerate((s.floor, s.walls, s.ceiling_material)):
-            mats[b, N + j] = _pack_material(m, tex_index)
-        setting_open[b] = s.setting == "open"
-        room[b] = s.room_size
-        ceiling[b] = s.ceiling
-        for li, light in enumerate(s.lights[:2]):
-            light_kind[b, li] = 1 if light.kind == "point" else 2
-            light_vec[b, li] = light.vector
-            light_col[b, li] = light.color
-        ambient[b] = s.ambient
-        sky[b, 0], sky[b, 1] = np.asarray(s.sky_horizon) ** 2.2, np.asarray(s.sky_top) ** 2.2
-        c2w_scene[b] = s.c2w
-        K[b] = s.K
-    # Outputs live in the frame-0 camera: c2w_rel[f] = inv(c2w[0]) @ c2w[f], in float64.
-    c2w_rel = np.linalg.inv(c2w_scene[:, :1]) @ c2w_scene
-    f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
-    # Row-major flat copies: 1-D index_select is much faster than multi-index gathers.
-    rot_rows, pos_rows = f32(rot.reshape(B * F * N, 9)), f32(pos.reshape(B * F * N, 3))
-    return dict(rot_rows=rot_rows, pos_rows=pos_rows, pos_bf=pos_rows.view(B * F, N, 3),
-                size_rows=f32(size.reshape(B * N, 3)), kind_rows=torch.as_tensor(kind.reshape(-1), device=device),
-                mat_rows=f32(mats.reshape(B * (N + 3), MAT_FIELDS)),
-                moving_rows=torch.as_tensor(moving.reshape(-1), device=device),
-        B=B, F=F, N=N, kind=kind, kind_t=torch.as_tensor(kind, device=device), size=f32(size),
-        radius2=f32(radius2),
-        rot=f32(rot), pos=f32(pos), moving=torch.as_tensor(moving, device=device), mats=f32(mats),
-        open=torch.as_tensor(setting_open, device=device), room=f32(room),
-        ceiling=torch.as_tensor(ceiling, device=device), light_kind=torch.as_tensor(light_kind, device=device),
-        light_vec=f32(light_vec), light_col=f32(light_col), ambient=f32(ambient), sky=f32(sky),
-        c2w_scene=f32(c2w_scene), c2w_rel=f32(c2w_rel), K=f32(K))
+def _to_device(arrays: dict, device) -> dict:
+    """Tensors on ``device`` for a chunk's arrays: one host-to-device copy per dtype, then views."""
+    out = {k: v for k, v in arrays.items() if not isinstance(v, np.ndarray)}
+    by_dtype: dict = {}
+    for k, v in arrays.items():
+        if isinstance(v, np.ndarray):
+            by_dtype.setdefault(v.dtype, []).append((k, v))
+    for items in by_dtype.values():
+        flat = torch.from_numpy(np.concatenate([v.reshape(-1) for _, v in items])).to(device)
+        start = 0
+        for k, v in items:
+            out[k] = flat[start:start + v.size].view(v.shape)
+            start += v.size
+    out["pos_bf"] = out["pos_rows"].view(out["B"] * out["F"], out["N"], 3)
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -571,8 +629,7 @@ def _cast(pk: dict, o: tuple, d: tuple, bi: torch.Tensor, fi: torch.Tensor, t_ma
 # Rendering one chunk of clips
 
 
-def _render_chunk(specs, device, atlas, tex_index, shadows: bool) -> dict:
-    pk = _pack(specs, device, tex_index)
+def _render_chunk(specs, pk: dict, device, atlas, shadows: bool) -> dict:
     B, F, N = pk["B"], pk["F"], pk["N"]
     H, W = specs[0].height, specs[0].width
     P = H * W

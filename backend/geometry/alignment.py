@@ -24,14 +24,17 @@ confidence, or in order) with weighted Umeyama on the frames they share with gro
 placed; focal from each group's reference map (least squares + Weiszfeld); pose of a group's
 reference frame from its similarity, of other frames by PnP-RANSAC; depth from the placed points.
 
-Every iteration is a handful of batched tensor operations over all views: no Python loop over
-edges, so the same code is fast on a GPU.
+Every iteration is a handful of batched tensor operations over all views (``AlignmentProblem``:
+residuals in each view's frame camera, one batched matmul; ~100 ops forward + backward + fused
+Adam): no Python loop over edges. On CUDA the whole step is captured once as a CUDA graph and
+replayed, one launch per iteration (the loop is launch-bound at point-map sizes like 64x64).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -41,7 +44,7 @@ from .cameras import default_principal_point, intrinsics_matrix, invert_pose, pi
 from .focal import estimate_focal
 from .pnp import pose_from_pointmap_pnp
 from .procrustes import umeyama
-from .rotations import make_transform, matrix_to_quat, quat_to_matrix
+from .rotations import make_transform, matrix_to_quat
 
 FOCAL_BREAK = 20.0  # DUSt3R: focal = exp(theta / 20), so Adam moves log-focal 20x slower
 
@@ -111,6 +114,7 @@ class AlignmentResult:
     losses: list = field(default_factory=list)  # total loss per iteration
     init_c2w: Optional[torch.Tensor] = None  # (F, 4, 4) after initialisation, same world
     timings: dict = field(default_factory=dict)  # seconds: "init", "optimise"
+    cuda_graph: bool = False  # the loop replayed a captured CUDA graph
 
     @property
     def K(self) -> torch.Tensor:
@@ -242,6 +246,211 @@ def _lr_at(it, n_iters, lr, lr_min, schedule):
     return lr
 
 
+# R(q) of a unit quaternion q = (w, x, y, z) is a linear map of its outer product q q^T:
+# R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]_x, written as 9 rows of coefficients over the 16 entries
+# q_i q_j (off-diagonal terms split evenly between (i, j) and (j, i)). One matmul instead of the
+# ~20 small ops of rotations.quat_to_matrix: the loop below runs it every iteration.
+def _quat_outer_to_matrix_coeffs() -> torch.Tensor:
+    C = torch.zeros(3, 3, 4, 4, dtype=torch.float64)
+    w, x, y, z = range(4)
+
+    def put(r, c, terms):
+        for sign, i, j in terms:
+            C[r, c, i, j] += sign / (1 if i == j else 2)
+            if i != j:
+                C[r, c, j, i] += sign / 2
+
+    put(0, 0, [(1, w, w), (1, x, x), (-1, y, y), (-1, z, z)])
+    put(1, 1, [(1, w, w), (-1, x, x), (1, y, y), (-1, z, z)])
+    put(2, 2, [(1, w, w), (-1, x, x), (-1, y, y), (1, z, z)])
+    put(0, 1, [(2, x, y), (-2, w, z)])
+    put(1, 0, [(2, x, y), (2, w, z)])
+    put(0, 2, [(2, x, z), (2, w, y)])
+    put(2, 0, [(2, x, z), (-2, w, y)])
+    put(1, 2, [(2, y, z), (-2, w, x)])
+    put(2, 1, [(2, y, z), (2, w, x)])
+    return C.reshape(9, 16).T.contiguous()  # (16, 9)
+
+
+@dataclass
+class AlignmentProblem:
+    """The constants of one alignment, on its device, and the loss of a set of parameters.
+
+    The data term is evaluated in each view's *frame camera*: for view v of frame f in group g,
+    |X_f(i) - (s_g R_g P_vi + t_g)| = |cam_f(i) - (A_v P_vi + b_v)| with A_v = R_f^T s_g R_g and
+    b_v = R_f^T (t_g - c_f) (rotations keep lengths). So each iteration transforms the point maps
+    once (one batched matmul with per-view 3x3 matrices) and never builds the per-frame world
+    points: fewer and smaller full-size tensors than world-space residuals, same loss.
+    """
+
+    frame: torch.Tensor  # (V,) long
+    group: torch.Tensor  # (V,) long
+    points: torch.Tensor  # (V, HW, 3) predicted point maps, group coordinates
+    weights: torch.Tensor  # (V, HW) confidence weights, mean 1
+    rays: torch.Tensor  # (V, HW, 3): (u - cx, v - cy, 1) of view v's frame
+    du: torch.Tensor  # (F, HW) u - cx per frame
+    dv: torch.Tensor  # (F, HW)
+    q2r: torch.Tensor  # (16, 9), see _quat_outer_to_matrix_coeffs
+    n_frames: int
+    height: int
+    width: int
+    base_log_scale: float  # the gauge: the mean group log-scale stays here
+    w_focal_smooth: float = 0.0
+    w_transl_smooth: float = 0.0
+
+    @classmethod
+    def build(cls, points, weights, frame, group, principal_point, n_frames, base_log_scale,
+              w_focal_smooth=0.0, w_transl_smooth=0.0, device=None, dtype=torch.float32) -> "AlignmentProblem":
+        """points (V, H, W, 3), weights (V, H, W) (zero where invalid), frame/group (V,),
+        principal_point (F, 2)."""
+        V, H, W = points.shape[:3]
+        opts = dict(device=device, dtype=dtype)
+        uv = pixel_grid(H, W, dtype=torch.float64).reshape(H * W, 2)
+        pp = principal_point.to(torch.float64)
+        du = uv[None, :, 0] - pp[:, None, 0]  # (F, HW)
+        dv = uv[None, :, 1] - pp[:, None, 1]
+        rays = torch.stack([du[frame], dv[frame], torch.ones(V, H * W, dtype=torch.float64)], -1)
+        w = weights.reshape(V, H * W) / max(float(weights.mean()), 1e-12)  # mean weight 1
+        return cls(frame=frame.to(device), group=group.to(device), points=points.reshape(V, H * W, 3).to(**opts),
+                   weights=w.to(**opts), rays=rays.to(**opts), du=du.to(**opts), dv=dv.to(**opts),
+                   q2r=_quat_outer_to_matrix_coeffs().to(**opts), n_frames=n_frames, height=H, width=W,
+                   base_log_scale=float(base_log_scale), w_focal_smooth=float(w_focal_smooth),
+                   w_transl_smooth=float(w_transl_smooth))
+
+    def rotations(self, quats: torch.Tensor) -> torch.Tensor:
+        """(n, 4) quaternions, any norm -> (n, 3, 3)."""
+        q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return ((q[:, :, None] * q[:, None, :]).reshape(-1, 16) @ self.q2r).reshape(-1, 3, 3)
+
+    def focals(self, params: dict) -> torch.Tensor:
+        return (params["focal_param"] / FOCAL_BREAK).exp().expand(self.n_frames)
+
+    def scales(self, params: dict) -> torch.Tensor:
+        lg = params["g_log_scale"]
+        return (lg - lg.mean() + self.base_log_scale).exp()
+
+    def model(self, params: dict):
+        """Per-frame focal (F,), depth (F, HW), world points (F, HW, 3), R (F, 3, 3), group R_g
+        (G, 3, 3) and scales (G,) (for results and for ``extra_loss``)."""
+        F = self.n_frames
+        focal_f = self.focals(params)
+        depth = params["log_depth"].reshape(F, -1).exp()
+        cam = torch.stack([self.du / focal_f[:, None] * depth, self.dv / focal_f[:, None] * depth, depth], -1)
+        R_all = self.rotations(torch.cat([params["quat"], params["g_quat"]]))  # one call for frames and groups
+        R, Rg = R_all[:F], R_all[F:]
+        world = torch.baddbmm(params["centre"][:, None, :], cam, R.transpose(1, 2))
+        return focal_f, depth, world, R, Rg, self.scales(params)
+
+    def loss(self, params: dict) -> torch.Tensor:
+        """DUSt3R's confidence-weighted point distance plus JOG3R's temporal terms (module docstring)."""
+        F, fr, gr = self.n_frames, self.frame, self.group
+        inv_focal = (params["focal_param"] * (-1.0 / FOCAL_BREAK)).exp().expand(F)  # a product, not a quotient, below
+        R_all = self.rotations(torch.cat([params["quat"], params["g_quat"]]))
+        R, Rg = R_all[:F], R_all[F:]
+        RfT = R.index_select(0, fr).transpose(1, 2)  # (V, 3, 3) world -> frame camera
+        A = torch.bmm(RfT, (self.scales(params)[:, None, None] * Rg).index_select(0, gr))
+        b = torch.bmm(RfT, (params["g_trans"].index_select(0, gr) - params["centre"].index_select(0, fr))[..., None])
+        depth = params["log_depth"].reshape(F, -1).index_select(0, fr).exp()  # (V, HW)
+        xy = depth * inv_focal.index_select(0, fr)[:, None]
+        cam = self.rays * torch.stack([xy, xy, depth], -1)  # (V, HW, 3) in the frame's camera
+        aligned = torch.baddbmm(b.transpose(1, 2), self.points, A.transpose(1, 2))
+        dist = ((cam - aligned).square().sum(-1) + 1e-12).sqrt()
+        loss = (self.weights * dist).mean()
+        if self.w_focal_smooth > 0 and F > 1:
+            l = self.focals(params) / float(max(self.height, self.width))
+            loss = loss + self.w_focal_smooth * (l[1:] - l[:-1]).square().sum()
+        if self.w_transl_smooth > 0 and F > 1:
+            c = params["centre"]
+            v = c[:-1] - c[1:]
+            loss = loss + self.w_transl_smooth * (v.square().sum() + (v[1:] - v[:-1]).square().sum())
+        return loss
+
+
+def _make_adam(leaves, lr, betas, **kw) -> torch.optim.Optimizer:
+    """Fused Adam (two kernels per step, CPU and CUDA) where the parameters allow it: the fused
+    kernel needs contiguous parameters (measured: a strided one is updated at wrong addresses on
+    the CPU) of a floating dtype it supports; otherwise the per-tensor loop."""
+    if all(p.is_contiguous() for p in leaves):
+        try:
+            return torch.optim.Adam(leaves, lr=lr, betas=tuple(betas), fused=True, **kw)
+        except (RuntimeError, ValueError):  # e.g. an extra parameter of a dtype the fused kernel lacks
+            pass
+    return torch.optim.Adam(leaves, lr=lr, betas=tuple(betas), **kw)
+
+
+def _optimise_eager(loss_fn, leaves, lrs, betas, callback) -> torch.Tensor:
+    optim = _make_adam(leaves, lrs[0] if lrs else 0.0, betas)
+    losses = torch.zeros(len(lrs), dtype=leaves[0].dtype, device=leaves[0].device)
+    for it, lr_it in enumerate(lrs):
+        for group_ in optim.param_groups:
+            group_["lr"] = lr_it
+        optim.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        optim.step()
+        losses[it] = loss.detach()
+        if callback is not None and callback(it, len(lrs), float(loss.detach())) is False:
+            raise AlignmentCancelled(it)
+    return losses
+
+
+def _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) -> Optional[torch.Tensor]:
+    """The eager loop's iterations as replays of one captured CUDA graph (PyTorch's whole-network
+    capture: warm up on a side stream, capture forward + backward + fused capturable Adam). The
+    learning rate and the loss log live on the device and are indexed by an iteration counter
+    the graph itself advances, so an iteration is exactly one graph launch. Returns the losses,
+    or None (parameters untouched, with a warning) when capture fails."""
+    device = leaves[0].device
+    n = len(lrs)
+    snapshot = [p.detach().clone() for p in leaves]
+    try:
+        lr_sched = torch.tensor(lrs, dtype=torch.float32, device=device)  # the fused kernel reads a float32 lr
+        lr_t = lr_sched[0].clone()
+        it_t = torch.zeros(1, dtype=torch.long, device=device)
+        losses = torch.zeros(n, dtype=leaves[0].dtype, device=device)
+        optim = torch.optim.Adam(leaves, lr=lr_t, betas=tuple(betas), fused=True, capturable=True)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up: Adam's state, autograd and cuBLAS workspaces
+            for _ in range(3):
+                optim.zero_grad(set_to_none=True)
+                loss_fn().backward()
+                optim.step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        optim.zero_grad(set_to_none=True)  # the captured backward then writes fresh gradients
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA
+            lr_t.copy_(lr_sched.index_select(0, it_t).reshape(()))
+            loss = loss_fn()
+            loss.backward()
+            optim.step()
+            losses.index_copy_(0, it_t, loss.detach().reshape(1))
+            it_t.add_(1)
+    except Exception as e:  # capture is strict (no host syncs, no host-to-device copies...)
+        warnings.warn(f"global alignment: CUDA graph capture failed ({type(e).__name__}: {e}); "
+                      "running the eager loop", RuntimeWarning, stacklevel=3)
+        with torch.no_grad():
+            for p, v in zip(leaves, snapshot):
+                p.copy_(v)
+                p.grad = None
+        return None
+    with torch.no_grad():  # undo the warm-up: initial parameters, fresh Adam moments and step count
+        for p, v in zip(leaves, snapshot):
+            p.copy_(v)
+        for state in optim.state.values():
+            for v in state.values():
+                if torch.is_tensor(v):
+                    v.zero_()
+        it_t.zero_()
+    for it in range(n):
+        graph.replay()
+        if callback is not None and callback(it, n, float(losses[it])) is False:
+            raise AlignmentCancelled(it)
+    for p in leaves:
+        p.grad = None
+    return losses
+
+
 def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, group: torch.Tensor, *,
                  mask: torch.Tensor | None = None, n_frames: int | None = None,
                  principal_point=None, focal=None, optimize_focal: bool = True, shared_focal: bool = False,
@@ -250,7 +459,7 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
                  n_iters: int = 300, lr: float = 0.01, lr_min: float = 1e-6, schedule: str = "cosine",
                  betas=(0.9, 0.9), callback: Callable[[int, int, float], Optional[bool]] | None = None,
                  extra_loss: Callable[[dict], torch.Tensor] | None = None, extra_params: Sequence[torch.Tensor] = (),
-                 device=None, dtype=torch.float32) -> AlignmentResult:
+                 device=None, dtype=torch.float32, cuda_graph: bool | None = None) -> AlignmentResult:
     """Globally align V point maps of F frames (see the module docstring for the model).
 
     pointmaps (V, H, W, 3): view v = frame ``frame[v]`` in the camera of its group's reference
@@ -273,6 +482,10 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
       world (median initial depth 1; frame 0 not yet the identity). extra_params: the term's own
       leaf tensors (requires_grad, on ``device``), optimised by the same Adam.
     Runs on ``device`` (default: the device of ``pointmaps``) in ``dtype``.
+    cuda_graph: on CUDA, record one optimisation step (forward, backward, Adam) as a CUDA graph and
+      replay it: one launch per iteration instead of ~130 (the loop is launch-bound at small sizes).
+      None: whenever there is no ``extra_loss`` (whose ops may not be capturable). Falls back to
+      the eager loop, with a warning, if capture fails. ``AlignmentResult.cuda_graph`` tells.
     """
     device = torch.device(device) if device is not None else pointmaps.device
     t_start = time.perf_counter()
@@ -331,65 +544,39 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     }
     log_focal0 = FOCAL_BREAK * init_state["focal"].log()
     params["focal_param"] = (log_focal0[:1] if shared_focal else log_focal0).to(**opts)
+    # Own, contiguous leaves: .to() returns its input when nothing changes (float64 on the CPU), and
+    # "centre" would then be a strided view into c2w0, updated in place by Adam (the fused kernel
+    # assumes contiguous parameters).
+    params = {k: v.clone(memory_format=torch.contiguous_format) for k, v in params.items()}
     trainable = [k for k in params if k != "focal_param" or (optimize_focal)]
     for k in trainable:
         params[k].requires_grad_(True)
 
-    # Constants for the loop.
-    P = P64.reshape(V, H * W, 3).to(**opts)
-    w = (w64.reshape(V, H * W) / max(float(w64.mean()), 1e-12)).to(**opts)  # mean weight 1
-    fr, gr = frame.to(device), group.to(device)
-    uv = pixel_grid(H, W, dtype=torch.float64).reshape(H * W, 2)
-    du = (uv[None, :, 0] - pp[:, None, 0]).to(**opts)  # (F, HW)
-    dv = (uv[None, :, 1] - pp[:, None, 1]).to(**opts)
-    size = float(max(H, W))
+    problem = AlignmentProblem.build(P64, w64, frame, group, pp, F, base_log_scale, w_focal_smooth,
+                                     w_transl_smooth, **opts)
 
     def model():
-        focal_f = (params["focal_param"] / FOCAL_BREAK).exp().expand(F)
-        depth = params["log_depth"].reshape(F, H * W).exp()
-        cam = torch.stack([du / focal_f[:, None] * depth, dv / focal_f[:, None] * depth, depth], -1)  # (F, HW, 3)
-        R_all = quat_to_matrix(torch.cat([params["quat"], params["g_quat"]]))  # one call for frames and groups
-        R, Rg = R_all[:F], R_all[F:]
-        world = torch.baddbmm(params["centre"][:, None, :], cam, R.transpose(1, 2))  # (F, HW, 3)
-        s = (params["g_log_scale"] - params["g_log_scale"].mean() + base_log_scale).exp()
-        return focal_f, depth, world, R, Rg, s
+        return problem.model(params)
 
     def loss_fn():
-        focal_f, depth, world, R, Rg, s = model()
-        sRg = (s[:, None, None] * Rg)[gr]  # (V, 3, 3)
-        aligned = torch.baddbmm(params["g_trans"][gr][:, None, :], P, sRg.transpose(1, 2))
-        diff = world[fr] - aligned
-        dist = (diff.square().sum(-1) + 1e-12).sqrt()
-        loss = (w * dist).mean()
-        if w_focal_smooth > 0 and F > 1:
-            l = focal_f / size
-            loss = loss + w_focal_smooth * (l[1:] - l[:-1]).square().sum()
-        if w_transl_smooth > 0 and F > 1:
-            c = params["centre"]
-            v = c[:-1] - c[1:]
-            loss = loss + w_transl_smooth * (v.square().sum() + (v[1:] - v[:-1]).square().sum())
+        loss = problem.loss(params)
         if extra_loss is not None:
+            focal_f, depth, world, R, _, _ = model()
             state = {"depth": depth.reshape(F, H, W), "focal": focal_f, "c2w": make_transform(R, params["centre"]),
                      "points": world.reshape(F, H, W, 3)}
             loss = loss + extra_loss(state)
         return loss
 
-    # fused Adam: one kernel per step on the GPU
-    optim = torch.optim.Adam([params[k] for k in trainable] + list(extra_params), lr=lr, betas=tuple(betas),
-                             fused=device.type == "cuda")
-    losses = torch.zeros(n_iters, **opts)
+    leaves = [params[k] for k in trainable] + list(extra_params)
+    lrs = [_lr_at(it, n_iters, lr, lr_min, schedule) for it in range(n_iters)]
+    use_graph = cuda_graph if cuda_graph is not None else extra_loss is None
+    use_graph = bool(use_graph) and device.type == "cuda" and n_iters > 0
     _sync(device)
     t_opt = time.perf_counter()
-    for it in range(n_iters):
-        for group_ in optim.param_groups:
-            group_["lr"] = _lr_at(it, n_iters, lr, lr_min, schedule)
-        optim.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        loss.backward()
-        optim.step()
-        losses[it] = loss.detach()
-        if callback is not None and callback(it, n_iters, float(loss.detach())) is False:
-            raise AlignmentCancelled(it)
+    losses = _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) if use_graph else None
+    graph_used = losses is not None
+    if losses is None:
+        losses = _optimise_eager(loss_fn, leaves, lrs, betas, callback)
 
     _sync(device)
     t_done = time.perf_counter()
@@ -407,7 +594,7 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
         c2w=c2w, focal=focal_f.double().cpu().clone(), principal_point=pp, depth=depth.double().cpu().reshape(F, H, W),
         points=points, confidence=conf_f, group_similarity=sims,
         losses=losses.cpu().tolist(), init_c2w=invert_pose(c2w0[:1]) @ c2w0,
-        timings={"init": t_opt - t_start, "optimise": t_done - t_opt})
+        timings={"init": t_opt - t_start, "optimise": t_done - t_opt}, cuda_graph=graph_used)
 
 
 def _sync(device):
