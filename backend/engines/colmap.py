@@ -26,6 +26,7 @@ import numpy as np
 
 from ..bundle import Bundle, CameraFrame, PointFrame
 from ..io_video import as_frames, read_frames
+from .colmap_select import pick, read_verified_matches
 from .base import Cancelled, EngineError, NothingRegistered, Progress, TooFewFrames
 
 MIN_FRAMES = 3
@@ -36,6 +37,7 @@ MIN_FRAMES = 3
 SMALL_FRAME = 400
 SMALL_FRAME_PEAK_THRESHOLD = 0.002
 MAPPERS = ("auto", "global", "incremental")
+TUNE = {"max_H_inlier_ratio": 0.8, "quadratic": True, "init_max_forward_motion": 0.95, "overlap_linear": True, "always_both": False}
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
 
 
@@ -124,15 +126,22 @@ class ColmapEngine:
                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
 
             prog.stage("matching")
-            pairing = pycolmap.SequentialPairingOptions()
-            pairing.overlap = overlap
-            pairing.quadratic_overlap = True
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
             verification.ransac.random_seed = seed  # reproducible two-view verification
-            _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
-                 verification_options=verification, seed=seed)
+            verification.max_H_inlier_ratio = TUNE["max_H_inlier_ratio"]
+            # COLMAP's quadratic_overlap *replaces* the window (offsets 1, 2, 4, 8, ... only: 49
+            # pairs instead of 105 on 16 frames), so match the window, then the quadratic
+            # offsets; pairs matched already are skipped by COLMAP.
+            for k, quadratic in enumerate((False, True)):
+                pairing = pycolmap.SequentialPairingOptions()
+                pairing.overlap = overlap if not quadratic else max(1, int(np.ceil(np.log2(n))))
+                pairing.quadratic_overlap = quadratic
+                if quadratic and (not TUNE["quadratic"] or 2 ** (pairing.overlap - 1) <= overlap):
+                    break
+                _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+                     verification_options=verification, seed=seed, at=k / 2)
 
             if K_fixed is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
                 # Self-calibrate the focal length from the fundamental matrices of all pairs
@@ -146,24 +155,25 @@ class ColmapEngine:
             runs = ["global", "incremental"] if mapper == "auto" else [mapper]
             tried = {}
             for k, name in enumerate(runs):
-                if name == "incremental" and mapper == "auto" and K_fixed is None and tried["global"] and \
-                        max(r.num_reg_images() for r in tried["global"].values()) == n:
-                    break  # GLOMAP placed every frame; see _pick for why incremental is not asked
+                if name == "incremental" and mapper == "auto" and K_fixed is None and not TUNE["always_both"] and \
+                        tried["global"] and max(r.num_reg_images() for r in tried["global"].values()) == n:
+                    break  # GLOMAP placed every frame
                 out = sparse / name
                 out.mkdir(exist_ok=True)
                 tried[name] = _map(pycolmap, prog, name, database, images, out, K_fixed is not None, seed,
                                    mapper_threads, n, k, len(runs))
-            best = _pick(tried, K_fixed is not None)
+            best = pick(tried, read_verified_matches(pycolmap, database)) if any(tried.values()) else None
 
             prog.stage("convert")
             if best is None or best[1].num_reg_images() < 2:
                 raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
                                         "(too little texture, too little camera motion, or unrelated frames)")
-            used, rec = best
+            used, rec, support = best
             cameras, points, info = _to_parallax(rec, names, K_fixed, w, h)
             info["mappers_tried"] = {name: {"models": len(found),
                                             "registered": max((r.num_reg_images() for r in found.values()), default=0)}
                                      for name, found in tried.items()}
+            info["epipolar_support"] = support
             models = tried[used]
 
         prog.done()
@@ -267,27 +277,6 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
     return result.get("value")
 
 
-def _pick(tried: dict, fixed_intrinsics: bool):
-    """(mapper name, Reconstruction) of the best model over all mappers tried, or None.
-
-    The model that places the most frames wins. Between equals, with known intrinsics, the one
-    whose points are seen most often: a wrong camera layout triangulates fewer consistent
-    tracks (on synthetic clips this picked the better mapper in every non-degenerate case).
-    With free intrinsics that count can be bought with a wrong focal length (measured on
-    hololens-000: incremental at f = 395 px instead of 495 won and scored mAA@30 0.05 where
-    GLOMAP scored 0.93), so there the earlier mapper (GLOMAP) keeps ties.
-    """
-    candidates = []
-    for order, (name, found) in enumerate(tried.items()):
-        for rec in found.values():
-            tie_break = rec.compute_num_observations() if fixed_intrinsics else -order
-            candidates.append(((rec.num_reg_images(), tie_break, -order), name, rec))
-    if not candidates:
-        return None
-    _, name, rec = max(candidates, key=lambda c: c[0])
-    return name, rec
-
-
 def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_intrinsics: bool, seed: int,
          threads: int, n: int, k: int, runs: int) -> dict:
     """One mapper's models (dict id -> Reconstruction; empty when it found none)."""
@@ -334,6 +323,7 @@ def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_thread
     o.mapper.init_min_tri_angle = 4.0
     o.mapper.init_min_num_inliers = 50
     o.mapper.abs_pose_min_num_inliers = 15
+    o.mapper.init_max_forward_motion = TUNE["init_max_forward_motion"]
     if fixed_intrinsics:
         o.ba_refine_focal_length = o.ba_refine_principal_point = o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_focal_length = o.mapper.abs_pose_refine_extra_params = False
