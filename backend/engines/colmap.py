@@ -68,9 +68,12 @@ class ColmapEngine:
              fixed. Without K, one camera is estimated for the whole clip.
           mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
              GLOMAP, plus incremental mapping when K is known or GLOMAP left frames out; the
-             model placing the most frames wins, ties broken as in :func:`_pick`. GLOMAP alone
-             got rotations right but unstable translations on short synthetic clips;
-             incremental alone often failed to start on real handheld footage.
+             model that best explains the verified two-view matches wins
+             (:mod:`.colmap_select`; ties go to GLOMAP). GLOMAP alone got rotations right but
+             unstable translations on short synthetic clips; incremental alone often failed to
+             start on real handheld footage; and each mapper's own figures (frames placed,
+             point observations, reprojection error) picked a model drifting by 33 deg on real
+             footage, so they do not decide.
           camera_model: COLMAP model when K is not given. Default SIMPLE_PINHOLE: the bundle is
              pinhole, and on 16-frame windows a radial term drifted to nonsense (k = 0.7-0.9).
              Any other model's extra parameters are recorded in ``source["colmap_camera"]``.
@@ -80,7 +83,7 @@ class ColmapEngine:
           max_image_size, max_num_features, peak_threshold: SIFT settings (peak_threshold
              None = COLMAP's default, or 0.002 for frames under 400 px).
           overlap: sequential matching window (each frame is matched with the next ``overlap``
-             frames, plus quadratic strides for loop-closing pairs).
+             frames, plus frames 2^k ahead beyond the window for loop-closing pairs).
           seed: COLMAP's random seed (RANSAC, mapping). Runs are still not bit-identical:
              GLOMAP's result varies a little between runs (worst on near-degenerate windows).
           num_threads, mapper_threads: threads for SIFT/matching (-1 = all) and for mapping.
