@@ -41,9 +41,12 @@ MAPPERS = ("auto", "global", "incremental")
 # 80 % of the essential matrix's inliers (within 4 px), and then both mappers take its relative
 # pose from the homography. Forward motion over short baselines (a dolly) has under 4 px of
 # parallax between neighbours, so every pair got that label and the poses came out rotated
-# (rendered dolly-in clips: mAA@30 0.00 -> 1.00 with the label off; pan clips also improved,
-# 0.94/0.74 -> 0.96/1.00). 1.0 keeps every pair calibrated unless the homography explains more.
-MAX_H_INLIER_RATIO = 1.0
+# (rendered dolly-in clips, known K: mAA@30 0.00 -> 1.00 with the label off; pan clips also
+# improved, 0.94/0.74 -> 0.96/1.00). With known K, 1.0 keeps every pair calibrated unless the
+# homography explains more. Without K the label stays: near-pure rotations then feed degenerate
+# fundamental matrices to the focal self-calibration (hololens-000 start 240 stride 2: focal
+# 517 instead of 496 px, mAA@30 0.89 -> 0.12).
+MAX_H_INLIER_RATIO = {"known K": 1.0, "estimated K": 0.8}
 # Auto with estimated intrinsics runs incremental mapping only when GLOMAP left frames out.
 AUTO_ALWAYS_BOTH = False
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
@@ -141,7 +144,7 @@ class ColmapEngine:
             matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
             verification.ransac.random_seed = seed  # reproducible two-view verification
-            verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO
+            verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO["known K" if K_fixed is not None else "estimated K"]
             # COLMAP's quadratic_overlap *replaces* the window (offsets 1, 2, 4, 8, ... only: 49
             # pairs instead of 105 on 16 frames), so match the window, then the quadratic
             # offsets; pairs matched already are skipped by COLMAP.
