@@ -26,6 +26,7 @@ import numpy as np
 
 from ..bundle import Bundle, CameraFrame, PointFrame
 from ..io_video import as_frames, read_frames
+from .colmap_select import pick, read_verified_matches
 from .base import Cancelled, EngineError, NothingRegistered, Progress, TooFewFrames
 
 MIN_FRAMES = 3
@@ -36,6 +37,18 @@ MIN_FRAMES = 3
 SMALL_FRAME = 400
 SMALL_FRAME_PEAK_THRESHOLD = 0.002
 MAPPERS = ("auto", "global", "incremental")
+# Two-view verification: COLMAP labels a pair "planar or panoramic" when a homography explains
+# 80 % of the essential matrix's inliers (within 4 px), and then both mappers take its relative
+# pose from the homography. Forward motion over short baselines (a dolly) has under 4 px of
+# parallax between neighbours, so every pair got that label and the poses came out rotated
+# (rendered dolly-in clips, known K: mAA@30 0.00 -> 1.00 with the label off; pan clips also
+# improved, 0.94/0.74 -> 0.96/1.00). With known K, 1.0 keeps every pair calibrated unless the
+# homography explains more. Without K the label stays: near-pure rotations then feed degenerate
+# fundamental matrices to the focal self-calibration (hololens-000 start 240 stride 2: focal
+# 517 instead of 496 px, mAA@30 0.89 -> 0.12).
+MAX_H_INLIER_RATIO = {"known K": 1.0, "estimated K": 0.8}
+# Auto with estimated intrinsics runs incremental mapping only when GLOMAP left frames out.
+AUTO_ALWAYS_BOTH = False
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
 
 
@@ -58,9 +71,12 @@ class ColmapEngine:
              fixed. Without K, one camera is estimated for the whole clip.
           mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
              GLOMAP, plus incremental mapping when K is known or GLOMAP left frames out; the
-             model placing the most frames wins, ties broken as in :func:`_pick`. GLOMAP alone
-             got rotations right but unstable translations on short synthetic clips;
-             incremental alone often failed to start on real handheld footage.
+             model that best explains the verified two-view matches wins
+             (:mod:`.colmap_select`; ties go to GLOMAP). GLOMAP alone got rotations right but
+             unstable translations on short synthetic clips; incremental alone often failed to
+             start on real handheld footage; and each mapper's own figures (frames placed,
+             point observations, reprojection error) picked a model drifting by 33 deg on real
+             footage, so they do not decide.
           camera_model: COLMAP model when K is not given. Default SIMPLE_PINHOLE: the bundle is
              pinhole, and on 16-frame windows a radial term drifted to nonsense (k = 0.7-0.9).
              Any other model's extra parameters are recorded in ``source["colmap_camera"]``.
@@ -70,7 +86,7 @@ class ColmapEngine:
           max_image_size, max_num_features, peak_threshold: SIFT settings (peak_threshold
              None = COLMAP's default, or 0.002 for frames under 400 px).
           overlap: sequential matching window (each frame is matched with the next ``overlap``
-             frames, plus quadratic strides for loop-closing pairs).
+             frames, plus frames 2^k ahead beyond the window for loop-closing pairs).
           seed: COLMAP's random seed (RANSAC, mapping). Runs are still not bit-identical:
              GLOMAP's result varies a little between runs (worst on near-degenerate windows).
           num_threads, mapper_threads: threads for SIFT/matching (-1 = all) and for mapping.
@@ -124,15 +140,22 @@ class ColmapEngine:
                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
 
             prog.stage("matching")
-            pairing = pycolmap.SequentialPairingOptions()
-            pairing.overlap = overlap
-            pairing.quadratic_overlap = True
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
             verification.ransac.random_seed = seed  # reproducible two-view verification
-            _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
-                 verification_options=verification, seed=seed)
+            verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO["known K" if K_fixed is not None else "estimated K"]
+            # COLMAP's quadratic_overlap *replaces* the window (offsets 1, 2, 4, 8, ... only: 49
+            # pairs instead of 105 on 16 frames), so match the window, then the quadratic
+            # offsets; pairs matched already are skipped by COLMAP.
+            for k, quadratic in enumerate((False, True)):
+                pairing = pycolmap.SequentialPairingOptions()
+                pairing.overlap = overlap if not quadratic else max(1, int(np.ceil(np.log2(n))))
+                pairing.quadratic_overlap = quadratic
+                if quadratic and 2 ** (pairing.overlap - 1) <= overlap:
+                    break
+                _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+                     verification_options=verification, seed=seed, at=k / 2)
 
             if K_fixed is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
                 # Self-calibrate the focal length from the fundamental matrices of all pairs
@@ -146,24 +169,25 @@ class ColmapEngine:
             runs = ["global", "incremental"] if mapper == "auto" else [mapper]
             tried = {}
             for k, name in enumerate(runs):
-                if name == "incremental" and mapper == "auto" and K_fixed is None and tried["global"] and \
-                        max(r.num_reg_images() for r in tried["global"].values()) == n:
-                    break  # GLOMAP placed every frame; see _pick for why incremental is not asked
+                if name == "incremental" and mapper == "auto" and K_fixed is None and not AUTO_ALWAYS_BOTH and \
+                        tried["global"] and max(r.num_reg_images() for r in tried["global"].values()) == n:
+                    break  # GLOMAP placed every frame
                 out = sparse / name
                 out.mkdir(exist_ok=True)
                 tried[name] = _map(pycolmap, prog, name, database, images, out, K_fixed is not None, seed,
                                    mapper_threads, n, k, len(runs))
-            best = _pick(tried, K_fixed is not None)
+            best = pick(tried, read_verified_matches(pycolmap, database)) if any(tried.values()) else None
 
             prog.stage("convert")
             if best is None or best[1].num_reg_images() < 2:
                 raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
                                         "(too little texture, too little camera motion, or unrelated frames)")
-            used, rec = best
+            used, rec, support = best
             cameras, points, info = _to_parallax(rec, names, K_fixed, w, h)
             info["mappers_tried"] = {name: {"models": len(found),
                                             "registered": max((r.num_reg_images() for r in found.values()), default=0)}
                                      for name, found in tried.items()}
+            info["epipolar_support"] = support
             models = tried[used]
 
         prog.done()
@@ -265,27 +289,6 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
     if token is not None and token.is_cancelled:
         raise Cancelled(f"cancelled during {fn.__name__}")
     return result.get("value")
-
-
-def _pick(tried: dict, fixed_intrinsics: bool):
-    """(mapper name, Reconstruction) of the best model over all mappers tried, or None.
-
-    The model that places the most frames wins. Between equals, with known intrinsics, the one
-    whose points are seen most often: a wrong camera layout triangulates fewer consistent
-    tracks (on synthetic clips this picked the better mapper in every non-degenerate case).
-    With free intrinsics that count can be bought with a wrong focal length (measured on
-    hololens-000: incremental at f = 395 px instead of 495 won and scored mAA@30 0.05 where
-    GLOMAP scored 0.93), so there the earlier mapper (GLOMAP) keeps ties.
-    """
-    candidates = []
-    for order, (name, found) in enumerate(tried.items()):
-        for rec in found.values():
-            tie_break = rec.compute_num_observations() if fixed_intrinsics else -order
-            candidates.append(((rec.num_reg_images(), tie_break, -order), name, rec))
-    if not candidates:
-        return None
-    _, name, rec = max(candidates, key=lambda c: c[0])
-    return name, rec
 
 
 def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_intrinsics: bool, seed: int,

@@ -67,7 +67,7 @@ def test_solve_real_clip_through_the_service(tmp_path):
         if not health["tasks"]["solve"]["available"]:
             pytest.skip("solve unavailable: " + health["tasks"]["solve"]["reason"])
         out = run_job("solve", [_clip(tmp_path / "walk.mp4")],
-                      {"engine": "colmap", "options": {"K": K.tolist(), "max_image_size": 540, "mapper": "global"}},
+                      {"engine": "colmap", "options": {"K": K.tolist(), "max_image_size": 540}},
                       backend=bp, out_dir=tmp_path / "out", timeout=240)
     finally:
         bp.stop()
