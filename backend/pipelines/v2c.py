@@ -62,6 +62,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     from ..geometry.pnp import pose_from_pointmap_pnp
 
     n, S = points.shape[0], points.shape[1]
+    device = points.device  # the alignment runs where the network ran (CUDA graphs on a GPU)
     known_K = K is not None
     pts = points.double().cpu()
     w = conf.double().cpu()
@@ -83,7 +84,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     c2w = _fill_unsolved(c2w)
     result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     if align:
-        aligned = _global_alignment(result, known_focal=known_K)
+        aligned = _global_alignment(result, known_focal=known_K, device=device)
         if aligned is not None and torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
             result = aligned  # else keep the PnP cameras (alignment diverged)
     return result
@@ -114,7 +115,7 @@ def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
     return c2w
 
 
-def _global_alignment(window: dict, known_focal: bool = False) -> Optional[dict]:
+def _global_alignment(window: dict, known_focal: bool = False, device=None) -> Optional[dict]:
     """Refine with the geometry core's DUSt3R-style global alignment over the window (one
     group: every frame's X^{f,1} in frame 1's camera), with JOG3R's temporal terms L_fl and
     L_tranl (weights from the geometry core's tests), initialised as the core does (PnP)."""
@@ -125,8 +126,8 @@ def _global_alignment(window: dict, known_focal: bool = False) -> Optional[dict]
     n = window["points"].shape[0]
     res = global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
                        focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
-                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300)
-    return {"c2w": res.c2w.double(), "K": res.K[0].double(), "points": res.points.float(),
+                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300, device=device)
+    return {"c2w": res.c2w.double().cpu(), "K": res.K[0].double().cpu(), "points": res.points.float().cpu(),
             "conf": window["conf"], "alignment_s": sum(res.timings.values())}
 
 

@@ -17,11 +17,13 @@ import torch
 
 
 def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, device=None, start: int = 0,
-             cameras: str = "rays") -> dict:
+             cameras: str | None = None) -> dict:
     from ..data.scene import heldout_seeds
     from ..data.synth import render_batch
     from ..geometry.metrics import pairwise_metrics
-    from ..pipelines.v2c import predict_window, solve_window
+    from ..pipelines.v2c import CAMERAS, predict_window, solve_window
+
+    cameras = cameras or CAMERAS
 
     dev = next(model.parameters()).device
     cfg = model.config
