@@ -283,7 +283,7 @@ class JobQueue:
         ctx = JobContext(job_id=job.id, inputs=[self.uploads.get(u) for u in job.inputs],
                          params=job.params_obj, work_dir=work, progress=self._progress_fn(job),
                          cache=self._caches.setdefault(job.task, {}), limits=self.limits,
-                         cancel_event=job.cancel_event)
+                         cancel_event=job.cancel_event, device=self.config.device)
         final, message = "failed", ""
         try:
             if any(u is None or not u.path.is_file() for u in ctx.inputs):
