@@ -1,6 +1,6 @@
 """The generate workflow end to end in headless Blender, and Cycles renders of what it imports.
 
-    .venv-blender/bin/python scripts/workflow_renders.py [--out docs/img] [--frames 16] [--steps 20]
+    .venv-blender/bin/python scripts/workflow_renders.py [--out docs/img] [--frames 16] [--steps 25]
 
 What a user does in the N-panel (Parallax > Generate shot with camera), done through the same
 operator: the add-on starts the backend (.venv, the shipped tiny model), ``parallax.generate_shot``
@@ -28,7 +28,7 @@ import addon_utils
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPT = "the camera trucks right past a red cube in a room with grey walls"
+PROMPT = "a camera orbits a red box on a wooden table"
 
 
 def enable_addon():
@@ -159,7 +159,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--prompt", default=PROMPT)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples")
     ap.add_argument("--size", type=int, default=480, help="render width and height in pixels")
