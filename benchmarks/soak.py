@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/soak.py --task solve --hololens 10 \
         --params '{"engine": "colmap", "options": {"max_image_size": 320, "mapper": "global"}}'
     .venv/bin/python benchmarks/soak.py ... --env MALLOC_ARENA_MAX=16 --no-trim  # glibc's default on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/soak.py --task generate --no-input \
+        --params '{"prompt": "a camera orbits a red box", "frames": 4, "steps": 4}'
 
 Each job goes the whole way a Blender job goes: upload (validated with PyAV), queue, worker,
 bundle written atomically and zipped, downloaded and unzipped by the client. The server's
@@ -100,6 +102,7 @@ def main() -> int:
     ap.add_argument("--input", type=Path, default=None, help="input clip (default: a 24-frame 160x120 mp4)")
     ap.add_argument("--hololens", type=int, default=0, metavar="N",
                     help="input: N frames of the shared hololens-000 clip, with its K passed to the engine")
+    ap.add_argument("--no-input", action="store_true", help="jobs without inputs (generate from a prompt)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
     ap.add_argument("--no-trim", action="store_true", help="no malloc_trim after each job (PARALLAX_MALLOC_TRIM=0)")
@@ -126,7 +129,7 @@ def main() -> int:
     try:
         for i in range(args.jobs):
             t0 = time.perf_counter()
-            out = run_job(args.task, [clip], params, backend=backend, out_dir=tmp / "out")
+            out = run_job(args.task, [] if args.no_input else [clip], params, backend=backend, out_dir=tmp / "out")
             secs.append(time.perf_counter() - t0)
             shutil.rmtree(out)
             rss.append(proc.memory_info().rss)
