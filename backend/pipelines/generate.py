@@ -80,16 +80,14 @@ def pipeline(ctx):
     """The T2V pipeline of this server process, loaded on the first job and kept."""
     from .t2v import T2VPipeline
 
-    device = getattr(ctx, "device", "auto")
-    key = ("t2v", device)
+    key = ("t2v", ctx.device)
     pipe = ctx.cache.get(key)
     if pipe is None:
-        ctx.progress(0.0, "loading model")
-        pipe = T2VPipeline(device=_device(device))
+        ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen below
+        pipe = T2VPipeline(device=_device(ctx.device))
         pipe.model  # noqa: B018 - load now, so the first job's progress says what takes the time
-        ctx.progress(0.02, "loading caption encoder")
-        pipe.text  # noqa: B018
-        ctx.cache[key] = pipe
+        pipe.text  # noqa: B018 - the caption encoder
+        ctx.cache[key] = pipe  # kept even if this job is cancelled: the next one needs no load
     return pipe
 
 
@@ -119,6 +117,8 @@ def serve(ctx):
     p: GenerateParams = ctx.params
     try:
         pipe = pipeline(ctx)
+        if ctx.progress(0.02, "preparing") is False:
+            raise Cancelled()
         keyframes = _keyframes(ctx, p.frames)
         return generate_bundle(_Keyed(pipe, keyframes) if keyframes else pipe, p.prompt, frames=p.frames,
                                seed=p.seed, camera=p.camera, steps=p.steps, guidance=p.guidance,
