@@ -50,9 +50,16 @@ def solve(source: str, engine: Optional[str] = None, *, stride: int = 1, max_fra
     return _run("solve", jobs.solve_inputs(source), params, wait)
 
 
-def generate(prompt: str, frames: int = 16, seed: int = 0, *, wait: bool = True) -> Optional[bpy.types.Collection]:
-    """Generate a shot and its camera from ``prompt`` (when the backend offers it)."""
-    return _run("generate", [], {"prompt": prompt, "frames": frames, "seed": seed}, wait)
+def generate(prompt: str, frames: int = 16, seed: int = 0, *, steps: int = 25, guidance: float = 5.0,
+             camera: bool = True, keyframes=(), wait: bool = True) -> Optional[bpy.types.Collection]:
+    """Generate a shot (and its camera unless ``camera=False``) from ``prompt`` and import it.
+
+    ``frames`` 2..16 (the model's window), ``steps`` 1..100, ``guidance`` 0..20;
+    ``keyframes``: up to two image paths kept as the first (and last) frame.
+    """
+    params = {"prompt": prompt, "frames": frames, "seed": seed, "steps": steps, "guidance": guidance,
+              "camera": camera}
+    return _run("generate", [bpy.path.abspath(str(k)) for k in keyframes], params, wait)
 
 
 def cancel() -> bool:

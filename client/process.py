@@ -177,6 +177,10 @@ class BackendProcess:
         env["PARALLAX_TOKEN"] = self.token
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONHOME", None)  # Blender's, if any, would break another interpreter
+        # glibc gives each thread that mallocs its own arena (up to 8 per core) and keeps what
+        # they freed: the engines' worker threads grew the server ~75% over its first jobs
+        # (benchmarks/results/service.md). Two arenas keep it flat; a user's value wins.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         cmd = [self.python, "-m", "backend", "serve", "--host", self.host, "--port", "0"]
         if self.watch_parent:
             cmd += ["--parent-pid", str(os.getpid())]

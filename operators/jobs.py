@@ -231,7 +231,7 @@ class PARALLAX_OT_generate_shot(_JobOperator, bpy.types.Operator):
             self.report({"ERROR"}, "write a prompt first")
             return {"CANCELLED"}
         return self.launch(context, "generate", [], {"prompt": s.gen_prompt, "frames": s.gen_frames,
-                                                     "seed": s.gen_seed})
+                                                     "seed": s.gen_seed, "steps": s.gen_steps})
 
 
 class PARALLAX_OT_cancel_job(bpy.types.Operator):

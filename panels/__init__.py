@@ -13,13 +13,20 @@ class _ParallaxPanel:
     bl_category = "Parallax"
 
 
-def _unavailable(layout, what: str) -> None:
-    """A task whose backend job does not exist in this build: say so, offer no button."""
+def _task_panel(layout, task: str, what: str) -> None:
+    """A task the add-on has no operator for yet: the backend's own word on it (/v1/health)."""
+    available, reason = backend.task_status(task)
     col = layout.column(align=True)
-    col.label(text=f"{what} is not available yet:", icon="INFO")
-    col.label(text="it needs the backend job service,")
-    col.label(text="which this build does not include.")
-    col.label(text="Import bundles made on the command line below.")
+    if available is None:
+        col.label(text=f"Ask the backend whether it offers {what.lower()}:", icon="QUESTION")
+        col.operator("parallax.check_backend", icon="FILE_REFRESH")
+        return
+    if available:
+        col.label(text=f"The backend offers {what.lower()};", icon="INFO")
+        col.label(text="this add-on has no button for it yet.")
+    else:
+        _not_offered(col, what, reason)
+    col.label(text="Results made elsewhere import below.")
 
 
 def _not_offered(layout, what: str, reason: str) -> None:
@@ -91,6 +98,7 @@ class PARALLAX_PT_generate(_ParallaxPanel, bpy.types.Panel):
         layout.prop(s, "gen_prompt", text="")
         row = layout.row(align=True)
         row.prop(s, "gen_frames")
+        row.prop(s, "gen_steps")
         row.prop(s, "gen_seed")
         if not _job_status(layout, "generate"):
             layout.operator("parallax.generate_shot", icon="RENDER_ANIMATION")
@@ -122,7 +130,7 @@ class PARALLAX_PT_reconstruct(_ParallaxPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        _unavailable(self.layout, "Dynamic reconstruction")
+        _task_panel(self.layout, "reconstruct", "Dynamic reconstruction")
 
 
 class PARALLAX_PT_pair_pose(_ParallaxPanel, bpy.types.Panel):
@@ -130,7 +138,7 @@ class PARALLAX_PT_pair_pose(_ParallaxPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        _unavailable(self.layout, "Pose from an image pair")
+        _task_panel(self.layout, "pair_pose", "Pose from an image pair")
 
 
 class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):

@@ -106,8 +106,13 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
     solve_stride: IntProperty(name="Stride", default=1, min=1, max=100, description="Use every n-th frame")
     solve_max_frames: IntProperty(name="Max Frames", default=0, min=0, description="Cap on frames used; 0: all")
     gen_prompt: StringProperty(name="Prompt", description="What the shot shows and how the camera moves")
-    gen_frames: IntProperty(name="Frames", default=16, min=2, max=1000)
-    gen_seed: IntProperty(name="Seed", default=0, min=0)
+    # Bounds as the backend's generate task validates them (backend/pipelines/generate.py).
+    gen_frames: IntProperty(name="Frames", default=16, min=2, max=16,
+                            description="Frames to generate (at most the model's window, 16)")
+    gen_seed: IntProperty(name="Seed", default=0, min=0, max=2**31 - 1,
+                          description="Random seed: the same seed and settings give the same shot")
+    gen_steps: IntProperty(name="Steps", default=25, min=1, max=100,
+                           description="Denoising steps: fewer is faster, more is cleaner")
 
 
 classes = (ParallaxPreferences, ParallaxSceneSettings)

@@ -43,7 +43,8 @@ class T2VPipeline(LazyModel):
         from ..models.autoencoder import codec_for, frames_to_tensor, tensor_to_frames
 
         timer = Timer(self.device)
-        report(progress, 0.0, "loading model")
+        if self._model is None:  # a served pipeline is loaded once: no backwards "loading" stage
+            report(progress, 0.0, "loading model")
         with timer("load"):
             model = self.model
         cfg = model.config

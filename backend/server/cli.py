@@ -59,6 +59,10 @@ def main(args) -> int:
         print(f"warning: serving on {args.host}: reachable from other machines"
               + ("" if token else " WITHOUT a token"), file=sys.stderr)
 
+    from . import memory
+
+    memory.limit_arenas(2)  # before any worker thread mallocs (see memory.py)
+
     import uvicorn
 
     from .app import create_app

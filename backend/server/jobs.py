@@ -32,7 +32,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from ..bundle import Bundle, read_bundle, write_bundle, zip_bundle
-from . import retention
+from . import memory, retention
 from .config import ServerConfig
 from .errors import ApiError, format_validation
 from .tasks import JobCancelled, JobContext, TaskRegistry
@@ -274,6 +274,7 @@ class JobQueue:
                     self.sweep()
                 except Exception:
                     log.exception("retention sweep failed")
+                memory.trim()  # the job's freed memory back to the system (see memory.py)
 
     def _run(self, job: Job) -> None:
         task = self.registry.get(job.task)
@@ -283,7 +284,7 @@ class JobQueue:
         ctx = JobContext(job_id=job.id, inputs=[self.uploads.get(u) for u in job.inputs],
                          params=job.params_obj, work_dir=work, progress=self._progress_fn(job),
                          cache=self._caches.setdefault(job.task, {}), limits=self.limits,
-                         cancel_event=job.cancel_event)
+                         cancel_event=job.cancel_event, device=self.config.device)
         final, message = "failed", ""
         try:
             if any(u is None or not u.path.is_file() for u in ctx.inputs):
@@ -365,6 +366,7 @@ class JobQueue:
 
 def _free_memory() -> None:
     gc.collect()
+    memory.trim()
     torch = sys.modules.get("torch")  # only if a pipeline loaded it; never import it here
     if torch is not None:
         try:

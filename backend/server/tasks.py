@@ -46,6 +46,7 @@ class JobContext:
     cache: dict  # per task, kept between jobs (loaded models); emptied by /v1/release
     limits: Limits
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    device: str = "auto"  # the server's --device: auto | cpu | cuda[:n]
 
     @property
     def cancelled(self) -> bool:
@@ -251,16 +252,40 @@ def run_solve(ctx: JobContext):
         raise ValueError(str(e)) from None
 
 
+def _pipeline_check(module: str, what: str) -> Callable[[], Optional[str]]:
+    """A task whose pipeline module may not be in this build: say so plainly for /v1/health."""
+    def check() -> Optional[str]:
+        if importlib.util.find_spec(_BACKEND_PKG + module[len("backend"):]) is None:
+            return f"{what} is not in this build yet: there is no {module} pipeline"
+        return None
+    return check
+
+
+def _generate_params() -> type:
+    try:  # light: pydantic only (torch is imported by the job, not here)
+        return import_entry("backend.pipelines.generate:GenerateParams")
+    except ImportError:  # not in this build: _generate_check reports it
+        return NoParams
+
+
+def _generate_check() -> Optional[str]:
+    return import_entry("backend.pipelines.generate:check")()
+
+
 # Tasks of DESIGN section 1 beyond solve: their pipelines serve through a ``serve(ctx)``
 # function of the named module; until it exists, /v1/health says so.
 def default_registry() -> TaskRegistry:
     return TaskRegistry((
         Task("solve", "cameras and sparse points of a clip (one video, or 2+ images in order)",
              run_solve, SolveParams, ("video", "image"), 1, 100_000, check=_check_solve),
-        Task("generate", "a shot and its camera from a prompt", "backend.pipelines.generate:serve",
-             min_inputs=0, max_inputs=2, input_kinds=("image",)),
+        Task("generate", "a shot and its camera from a prompt (T2V+C); optional keyframe images: "
+                         "one is the first frame, two the first and last",
+             "backend.pipelines.generate:serve", _generate_params(),
+             min_inputs=0, max_inputs=2, input_kinds=("image",), check=_generate_check, video_alone=False),
         Task("reconstruct", "dynamic 4D reconstruction of a clip", "backend.pipelines.reconstruct:serve",
-             input_kinds=("video",)),
+             input_kinds=("video",),
+             check=_pipeline_check("backend.pipelines.reconstruct", "dynamic 4D reconstruction (Geo4D)")),
         Task("pair_pose", "relative pose of two images", "backend.pipelines.pair_pose:serve",
-             min_inputs=2, max_inputs=2, input_kinds=("image",)),
+             min_inputs=2, max_inputs=2, input_kinds=("image",),
+             check=_pipeline_check("backend.pipelines.pair_pose", "pose from an image pair (InterPose)")),
     ))
