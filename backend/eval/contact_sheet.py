@@ -7,7 +7,6 @@ tiny model was trained on.
 
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 from typing import Optional
