@@ -131,6 +131,10 @@ def run_v2c(args) -> int:
 
     engines = v2c.check_engines(args.engines)
     options = engine_options(args.option, engines)
+    if args.clips is not None and args.clips < 1:
+        raise EvalError("--clips must be at least 1")
+    if args.data == "heldout" and (args.frames < 2 or args.size < 16):
+        raise EvalError("held-out clips need --frames >= 2 and --size >= 16")
     if args.root and args.data == "heldout":
         raise EvalError("--root is for --data cycles or hololens (held-out clips are rendered in memory)")
     if args.data == "heldout":

@@ -127,3 +127,32 @@ def fmt(x, digits: int = 2, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     return f"{100 * x:.{digits}f}%" if pct else f"{x:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------
+# One loaded unified model (and caption encoder) per process: the commands share it, and so do
+# several commands run in one process (tests), as the service keeps its model between jobs.
+
+_LOADED: dict = {}
+
+
+def unified_model(model_path=None, device: str = "cpu"):
+    """The unified model from ``model_path`` (default: the shipped weights) on ``device``."""
+    key = ("model", str(model_path or ""), str(device))
+    if key not in _LOADED:
+        from ..models import load_model
+
+        _LOADED.clear()  # one model at a time
+        _LOADED[key] = load_model(model_path, device=device)
+    return _LOADED[key]
+
+
+def caption_encoder(model, device: str = "cpu"):
+    """The frozen caption encoder the model's config names (as the T2V pipeline builds it)."""
+    cfg = model.config
+    key = ("text", cfg.text_encoder, int(cfg.model_max_length), str(device))
+    if key not in _LOADED:
+        from ..models.text import TextEncoder
+
+        _LOADED[key] = TextEncoder(cfg.text_encoder, max_length=cfg.model_max_length, device=device)
+    return _LOADED[key]

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .common import EvalError
+from .common import EvalError, caption_encoder, unified_model
 
 # One camera motion per row, the most distinct first.
 SHEET_MOTIONS = ("orbit", "dolly", "truck", "pan", "crane", "tilt", "pedestal", "static",
@@ -101,7 +101,8 @@ def make_contact_sheet(count: int, out: Path, frames_shown: int = 6, model: Opti
     if Path(out).suffix.lower() != ".png":
         raise EvalError(f"--out {out}: the contact sheet is a PNG; give a path ending in .png")
     prompts = sheet_prompts(count, start)
-    pipe = T2VPipeline(model_path=model, device=device)
+    net = unified_model(model, device)
+    pipe = T2VPipeline(model=net, model_path=model, device=device, text_encoder=caption_encoder(net, device))
     n = int(frames or pipe.model.config.num_frames)
     if not 1 <= n <= pipe.model.config.num_frames:
         raise EvalError(f"--frames must be between 1 and {pipe.model.config.num_frames}, got {n}")

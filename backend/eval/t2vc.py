@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ..geometry.metrics import pairwise_metrics
-from .common import EvalError, fmt
+from .common import EvalError, caption_encoder, fmt, unified_model
 
 JOG3R_REFERENCE = {"rot_diff": 0.45, "transl_diff": 19.20, "prompts": 100}
 
@@ -47,10 +47,10 @@ def evaluate_t2vc(count: int, model: Optional[str] = None, device: str = "cpu", 
     if steps < 1:
         raise EvalError("--steps must be at least 1")
     t0 = time.perf_counter()
-    pipe = T2VPipeline(model_path=model, device=device)
-    cfg = pipe.model.config
-    pipe.text  # the caption encoder, loaded before any timing
-    load_s = time.perf_counter() - t0
+    net = unified_model(model, device)
+    pipe = T2VPipeline(model=net, model_path=model, device=device, text_encoder=caption_encoder(net, device))
+    cfg = net.config
+    load_s = time.perf_counter() - t0  # weights and caption encoder, before any timing
     n = int(frames or cfg.num_frames)
     if not 2 <= n <= cfg.num_frames:
         raise EvalError(f"--frames must be between 2 and {cfg.num_frames} for this model, got {n}")
