@@ -87,8 +87,10 @@ def main(args) -> int:
 
             torch.set_num_threads(args.threads)
         args.device = resolve_device(args.device)
-        if args.model and not Path(args.model).exists() and "/" not in args.model:
-            raise EvalError(f"--model {args.model}: no such folder (give a checkpoint folder or a hub id)")
+        if args.model and not Path(args.model).exists():
+            looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
+            if not looks_like_hub_id:
+                raise EvalError(f"--model {args.model}: no such folder (give a checkpoint folder or a hub id)")
         return {"v2c": run_v2c, "t2vc": run_t2vc, "contact-sheet": run_contact_sheet}[args.what](args)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)

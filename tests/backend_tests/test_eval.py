@@ -209,6 +209,8 @@ def test_contact_sheet_two_prompts(tmp_path):
     (["v2c", "--engines", "colmap", "--option", "unified:align=false"], "not among"),
     (["v2c", "--clips", "0", "--engines", "colmap"], "--clips"),
     (["contact-sheet", "--out", "sheet.jpg"], "PNG"),
+    (["t2vc", "--model", "/no/such/checkpoint"], "no such folder"),
+    (["v2c", "--data", "hololens", "--root", "/nonexistent"], "not found"),
 ])
 def test_bad_arguments_fail_with_a_message(argv, message, capsys):
     assert main(["eval", *argv, "--device", "cpu"]) == 2
