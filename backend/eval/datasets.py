@@ -22,7 +22,7 @@ import numpy as np
 from .common import EvalError
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CANDIDATES = (REPO.parent / "shared", Path("/work/shared"))
+SHARED_CANDIDATES = (REPO.parent / "shared", REPO / "shared", Path("/work/shared"))  # dev/CI, GPU host copy
 HOLOLENS = "hololens-000"
 HOLOLENS_STARTS = (0, 120, 240)
 HOLOLENS_STRIDES = (1, 2, 4, 8)
@@ -46,8 +46,8 @@ class EvalClip:
 
 
 def find_shared(name: str, explicit: Optional[str] = None, marker: Optional[str] = None) -> Optional[Path]:
-    """``explicit``, else ``../shared/<name>`` beside the repository, else ``/work/shared/<name>``;
-    the first that exists (and holds ``marker`` when given), or None."""
+    """``explicit``, else ``<name>`` in ``../shared`` beside the repository, ``shared/`` inside it
+    or ``/work/shared``: the first that exists (and holds ``marker`` when given), or None."""
     candidates = [Path(explicit)] if explicit else [c / name for c in SHARED_CANDIDATES]
     for path in candidates:
         if path.exists() and (marker is None or (path / marker).exists()):

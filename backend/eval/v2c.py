@@ -48,10 +48,13 @@ def engine_class(name: str):
 def make_engine(name: str, device: Optional[str] = None, model: Optional[str] = None):
     """The engine, given ``device`` / ``model_path`` only where its constructor takes them (colmap
     takes neither), and its one-time load seconds: a model is loaded now, not in the first clip."""
-    params = inspect.signature(engine_class(name)).parameters
+    from ..pipelines.common import LazyModel
+
+    cls = engine_class(name)
+    params = inspect.signature(cls).parameters
     init = {k: v for k, v in (("device", device), ("model_path", model)) if v is not None and k in params}
     t0 = time.perf_counter()
-    if name == "unified" and "model" in params:  # the process's one loaded model (see common)
+    if issubclass(cls, LazyModel):  # an engine on the unified model: the process's one loaded copy
         init["model"] = unified_model(model, device or "cpu")
     engine = get_engine(name, **init)
     if hasattr(type(engine), "model"):  # a LazyModel engine: load the weights now
@@ -72,6 +75,10 @@ def solve_clip(engine, frames, gt_c2w: np.ndarray, K: Optional[np.ndarray] = Non
     except EngineError as e:
         error = str(e)
         pred = np.full(np.shape(gt_c2w), np.nan)
+    except TypeError as e:  # an --option the engine does not take
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise EvalError(f"engine {getattr(engine, 'name', engine)}: {e}") from None
     seconds = time.perf_counter() - t0
     if pred.shape != np.shape(gt_c2w):
         raise EvalError(f"engine {getattr(engine, 'name', engine)} returned {len(pred)} cameras for "

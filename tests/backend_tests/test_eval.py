@@ -208,6 +208,8 @@ def test_contact_sheet_two_prompts(tmp_path):
     (["v2c", "--option", "colmap:mapper"], "KEY=VALUE"),
     (["v2c", "--engines", "colmap", "--option", "unified:align=false"], "not among"),
     (["v2c", "--clips", "0", "--engines", "colmap"], "--clips"),
+    (["v2c", "--clips", "1", "--frames", "3", "--size", "32", "--engines", "colmap", "--textures", "none",
+      "--option", "colmap:no_such_option=1"], "unexpected keyword"),
     (["contact-sheet", "--out", "sheet.jpg"], "PNG"),
     (["t2vc", "--model", "/no/such/checkpoint"], "no such folder"),
     (["v2c", "--data", "hololens", "--root", "/nonexistent"], "not found"),
