@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--out", type=Path, default=Path("docs/img/t2v_contact_sheet.png"), help="PNG path")
     c.add_argument("--frames-shown", type=int, default=6, help="frames per row, evenly spaced (default 6)")
     c.add_argument("--scale", type=int, default=2, help="pixel upscale of the frames on the sheet (default 2)")
+    c.add_argument("--colors", type=int, default=256, help="palette colours of the PNG, 0 for full colour (default 256)")
     c.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     c.add_argument("--guidance", type=float, default=5.0)
     c.add_argument("--frames", type=int, help="frames per video (default: the model's window)")
@@ -207,7 +208,7 @@ def run_contact_sheet(args) -> int:
     from .contact_sheet import make_contact_sheet
 
     res = make_contact_sheet(args.prompts, args.out, args.frames_shown, args.model, args.device, args.steps,
-                             args.guidance, args.frames, args.start, args.seed, args.scale,
+                             args.guidance, args.frames, args.start, args.seed, args.scale, args.colors,
                              log=lambda s: print(s, flush=True))
     if args.json:
         write_json(args.json, {"command": "eval contact-sheet", "hardware": hardware(), "device": args.device, **res})

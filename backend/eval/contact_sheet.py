@@ -67,6 +67,15 @@ def compose(videos: list, prompts: list[str], frames_shown: int = 6, scale: int 
     return sheet
 
 
+def save_sheet(sheet, path: Path, colors: int = 256) -> None:
+    """PNG; ``colors`` > 0 quantises to a palette (as the Cycles sheet: a few times smaller)."""
+    from PIL import Image
+
+    if colors:
+        sheet = sheet.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    sheet.save(path, optimize=True)
+
+
 def _wrap(text: str, font, width: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels, at most TEXT_LINES lines (the last ends in '...')."""
     words, lines, line = text.split(), [], ""
@@ -89,13 +98,15 @@ def _wrap(text: str, font, width: int) -> list[str]:
 
 def make_contact_sheet(count: int, out: Path, frames_shown: int = 6, model: Optional[str] = None,
                        device: str = "cpu", steps: int = 25, guidance: float = 5.0, frames: Optional[int] = None,
-                       start: int = 0, seed: int = 0, scale: int = 2, log=print) -> dict:
+                       start: int = 0, seed: int = 0, scale: int = 2, colors: int = 256, log=print) -> dict:
     from ..pipelines.t2v import T2VPipeline
 
     if frames_shown < 1:
         raise EvalError("--frames-shown must be at least 1")
     if scale < 1:
         raise EvalError("--scale must be at least 1")
+    if not 0 <= colors <= 256:
+        raise EvalError("--colors must be between 0 (full colour) and 256")
     if steps < 1:
         raise EvalError("--steps must be at least 1")
     if Path(out).suffix.lower() != ".png":
@@ -118,7 +129,7 @@ def make_contact_sheet(count: int, out: Path, frames_shown: int = 6, model: Opti
     sheet = compose(videos, prompts, frames_shown, scale)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, optimize=True)
+    save_sheet(sheet, out, colors)
     log(f"wrote {out} ({sheet.width}x{sheet.height})")
     return {"out": str(out), "prompts": prompts, "size": [sheet.width, sheet.height], "s_per_video": secs,
             "steps": steps, "guidance": guidance, "frames": n, "frames_shown": frames_shown, "model": pipe.model_id}
