@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,71 +23,24 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.engines import ENGINES, EngineError, get_engine  # noqa: E402
-from backend.geometry.metrics import pairwise_metrics  # noqa: E402
-
-CLIP = "hololens-000"
-
-
-def find_data(explicit: str | None) -> Path | None:
-    """The clip folder: --data, else ../shared/data (CI, relative to the repo) or /work/shared/data."""
-    candidates = [Path(explicit)] if explicit else [REPO.parent / "shared" / "data" / CLIP,
-                                                   Path("/work/shared/data") / CLIP]
-    return next((p for p in candidates if (p / "poses_c2w.txt").is_file()), None)
-
-
-def load_clip(root: Path):
-    files = sorted((root / "images").glob("*.jpg")) or sorted((root / "images").glob("*.png"))
-    c2w = np.loadtxt(root / "poses_c2w.txt").reshape(-1, 4, 4)
-    K = np.loadtxt(root / "K.txt").reshape(3, 3)
-    if len(files) != len(c2w):
-        raise SystemExit(f"{root}: {len(files)} images but {len(c2w)} poses")
-    return files, c2w, K
-
-
-def parse_options(items: list[str]) -> dict:
-    """key=value pairs; values parsed as int, float, or left as strings."""
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                pass
-        out[key] = value
-    return out
+from backend.engines import ENGINES, get_engine  # noqa: E402
+from backend.eval.common import hardware, parse_options  # noqa: E402
+from backend.eval.datasets import HOLOLENS as CLIP  # noqa: E402
+from backend.eval.datasets import find_hololens as find_data  # noqa: E402
+from backend.eval.datasets import load_hololens as load_clip  # noqa: E402
+from backend.eval.datasets import window_indices  # noqa: E402
+from backend.eval.v2c import solve_clip  # noqa: E402
 
 
 def run_window(engine, files, gt, K, options):
-    """(metrics dict, registered count, seconds) for one window."""
-    t0 = time.perf_counter()
-    try:
-        bundle = engine.solve(files, **({"K": K} if K is not None else {}), **options)
-        pred = bundle.c2w_array()
-    except EngineError as e:  # nothing registered etc.: every pair fails
-        print(f"    engine failed: {e}", flush=True)
-        pred = np.full_like(gt, np.nan)
-    seconds = time.perf_counter() - t0
-    registered = int(np.isfinite(pred).all(axis=(1, 2)).sum())
-    return pairwise_metrics(pred, gt), registered, seconds
+    """(metrics dict, registered count, seconds) for one window (frames decoded once, in memory)."""
+    from backend.io_video import read_frames
 
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return f"{cpu}, {cores} cores available, {platform.system()} {platform.release()}"
+    frames = read_frames(files).frames
+    m, registered, seconds, _, error = solve_clip(engine, frames, gt, K, options)
+    if error:
+        print(f"    engine failed: {error}", flush=True)
+    return m, registered, seconds
 
 
 def main(argv=None) -> int:
@@ -122,17 +72,15 @@ def main(argv=None) -> int:
     rows = []  # (engine, start, stride, metrics, registered, seconds)
     for name in engines:
         engine = get_engine(name)
-        for start in starts:
-            for stride in strides:
-                idx = list(range(start, start + args.window * stride, stride))
-                if idx[-1] >= len(files):
-                    print(f"skip start {start} stride {stride}: past the end of the clip")
-                    continue
-                m, reg, sec = run_window(engine, [files[i] for i in idx], c2w[idx],
-                                         K if args.known_k else None, options)
-                rows.append((name, start, stride, m, reg, sec))
-                print(f"{name:>8} start {start:3d} stride {stride}: mAA@30 {m['mAA@30']:.3f}  RRA@5 {m['RRA@5']:.3f}  "
-                      f"RTA@5 {m['RTA@5']:.3f}  registered {reg:2d}/{len(idx)}  {sec:.1f} s", flush=True)
+        windows = window_indices(len(files), starts, strides, args.window)
+        for start, stride, idx in windows:
+            m, reg, sec = run_window(engine, [files[i] for i in idx], c2w[idx],
+                                     K if args.known_k else None, options)
+            rows.append((name, start, stride, m, reg, sec))
+            print(f"{name:>8} start {start:3d} stride {stride}: mAA@30 {m['mAA@30']:.3f}  RRA@5 {m['RRA@5']:.3f}  "
+                  f"RTA@5 {m['RTA@5']:.3f}  registered {reg:2d}/{len(idx)}  {sec:.1f} s", flush=True)
+        if len(windows) < len(starts) * len(strides):
+            print(f"skipped {len(starts) * len(strides) - len(windows)} window(s) past the end of the clip")
 
     table = render(rows, args, root, options)
     print()
@@ -160,7 +108,7 @@ def render(rows, args, root: Path, options: dict) -> str:
         "## V2C on real footage (hololens-000, 16-frame windows"
         + (", known intrinsics)" if args.known_k else ")"),
         "",
-        f"Measured {dt.date.today().isoformat()} by `benchmarks/v2c_real.py` on {hardware()}, no GPU.",
+        f"Measured {dt.date.today().isoformat()} by `benchmarks/v2c_real.py` on {hardware()}.",
         f"Windows of {args.window} frames at strides {args.strides}, starting at frames {args.starts}; "
         f"pairwise metrics over all {args.window * (args.window - 1) // 2} frame pairs, unregistered frames "
         "count as failures. Intrinsics " + ("given (the clip's K)." if args.known_k else "estimated by the engine."),
