@@ -9,3 +9,7 @@ run synth python3 benchmarks/synth_bench.py --device cuda
 run ga python3 benchmarks/ga_bench.py --device cuda --ops
 run model python3 benchmarks/model_bench.py --clips 16 --device cuda
 run eval_align python3 -m backend.train.evaluate --clips 24 --cameras points
+# Stage split of V2C, and JOG3R's generation figures (the T2V+C vs T2V->V2C table, the contact sheet)
+run v2c python3 benchmarks/v2c_bench.py --clips 8 --device cuda
+LIMIT=300 run t2vc python3 -m backend eval t2vc --videos 32 --device cuda --json $OUT/eval_t2vc.json --markdown $OUT/eval_gpu.md
+run sheet python3 -m backend eval contact-sheet --prompts 8 --out $OUT/t2v_contact_sheet.png --device cuda
