@@ -50,9 +50,12 @@ def main(args) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     s = bundle.scores
-    print(f"solved {s.get('registered')}/{bundle.frame_count} frames "
-          f"({bundle.model_id}; {s.get('points', 0)} points, reprojection error "
-          f"{s.get('mean_reprojection_error_px', float('nan')):.2f} px) in {time.perf_counter() - t0:.1f} s")
+    registered = sum(c.c2w is not None for c in bundle.cameras or [])
+    points = sum(len(p.xyz) for p in bundle.points or [] if p is not None)
+    quality = (f"reprojection error {s['mean_reprojection_error_px']:.2f} px" if "mean_reprojection_error_px" in s
+               else f"mean confidence {s['confidence']:.2f}" if "confidence" in s else "")
+    print(f"solved {registered}/{bundle.frame_count} frames ({bundle.model_id}; {points} points"
+          f"{', ' + quality if quality else ''}) in {time.perf_counter() - t0:.1f} s")
     unregistered = bundle.source.get("unregistered_frames") or []
     if unregistered:
         print(f"not registered (c2w null): frames {unregistered}")

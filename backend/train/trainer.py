@@ -111,6 +111,7 @@ def train(args) -> dict:
     step = 0
     if args.resume:
         acc.load_state(str(Path(args.resume) / "state"))
+        ema.to(acc.device)  # EMAModel.load_state_dict leaves its shadow weights on the CPU (run 4's first try died on it)
         step = json.loads((Path(args.resume) / "state" / "progress.json").read_text())["step"]
         acc.print(f"resumed from {args.resume} at step {step}")
     unwrapped = acc.unwrap_model(model)
