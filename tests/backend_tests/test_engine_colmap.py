@@ -247,6 +247,17 @@ def test_known_K_is_held_and_blank_frames_stay_unregistered():
         assert angle < 5.0, (i, angle)
 
 
+def _textured_clip(motion: str):
+    """Seed 0 of the data engine, 16 frames 256x192, photo textures, static scene, one camera
+    motion: (clip, frames as contiguous uint8 arrays, ground-truth c2w float64)."""
+    synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
+    textures = next((p for p in (REPO.parent / "shared" / "textures", Path("/work/shared/textures")) if p.is_dir()),
+                    None)
+    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, dynamic=False, motion=motion)
+    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
+    return clip, frames, clip.c2w[0].cpu().numpy().astype(np.float64)
+
+
 def test_rendered_textured_clip_maa30_at_least_0_9():
     """The must-show bar: a rendered, textured, static ground-truth clip (16 frames, 256x192,
     known K, camera orbiting) gives mAA@30 >= 0.9 with the default options.
@@ -254,13 +265,7 @@ def test_rendered_textured_clip_maa30_at_least_0_9():
     An orbit gives the lateral parallax SfM needs (forward motion: see the dolly test below).
     """
     metrics = _metrics()
-    synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
-    textures = next((p for p in (REPO.parent / "shared" / "textures", Path("/work/shared/textures")) if p.is_dir()),
-                    None)
-    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, dynamic=False,
-                             motion="orbit")
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    gt = clip.c2w[0].cpu().numpy().astype(np.float64)
+    clip, frames, gt = _textured_clip("orbit")
     K = clip.K[0].cpu().numpy().astype(np.float64)
     bundle = get_engine("colmap").solve(frames, K=K)
     m = metrics.pairwise_metrics(bundle.c2w_array(), gt)
@@ -280,14 +285,8 @@ def test_rendered_dolly_in_clip_against_ground_truth(tmp_path):
     49 of the 105 pairs within 10 frames).
     """
     metrics = _metrics()
-    synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
-    textures = next((p for p in (REPO.parent / "shared" / "textures", Path("/work/shared/textures")) if p.is_dir()),
-                    None)
-    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, dynamic=False,
-                             motion="dolly")
+    clip, frames, gt = _textured_clip("dolly")
     assert clip.motions[0] == "dolly in"
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    gt = clip.c2w[0].cpu().numpy().astype(np.float64)
     K = clip.K[0].cpu().numpy().astype(np.float64)
     bundle = get_engine("colmap").solve(frames, K=K, workdir=tmp_path)
     m = metrics.pairwise_metrics(bundle.c2w_array(), gt)
