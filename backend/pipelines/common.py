@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from typing import Callable, Optional
-
-import os
 
 import numpy as np
 import torch
@@ -50,18 +49,24 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def as_frames(frames) -> torch.Tensor:
+def as_frames(frames, start: int = 0, stride: int = 1, max_frames: Optional[int] = None) -> torch.Tensor:
     """Accept a (F, H, W, 3) uint8 array/tensor, a list of (H, W, 3) arrays, or a video /
-    image-folder path (read by the shared ``io_video`` reader, as the other engines do)."""
-    if isinstance(frames, (str, os.PathLike)):
+    image-folder path or a list of image paths (read by the shared ``io_video`` reader, as the
+    other engines do), keeping frames ``start, start + stride, ...``, at most ``max_frames``."""
+    if isinstance(frames, (str, os.PathLike)) or (isinstance(frames, (list, tuple)) and frames
+                                                 and isinstance(frames[0], (str, os.PathLike))):
         from ..io_video import read_frames
-        frames = read_frames(frames).frames
+        return torch.as_tensor(np.asarray(read_frames(frames, start=start, stride=stride,
+                                                      max_frames=max_frames).frames), dtype=torch.uint8)
     if isinstance(frames, (list, tuple)):
         frames = np.stack([np.asarray(f) for f in frames])
     t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected frames of shape (F, H, W, 3), got {tuple(t.shape)}")
-    return t.to(torch.uint8)
+    if stride < 1 or start < 0:
+        raise ValueError(f"stride must be >= 1 and start >= 0 (got stride {stride}, start {start})")
+    t = t[start::stride]
+    return (t[:max_frames] if max_frames else t).to(torch.uint8)
 
 
 def pick_device(device=None) -> torch.device:

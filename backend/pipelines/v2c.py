@@ -147,30 +147,38 @@ def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.T
 class UnifiedEngine(LazyModel):
     """The unified model as a camera solver: ``solve(frames, progress=None, **options) -> Bundle``.
 
-    options: ``window`` (frames per window, default the model's), ``stride`` (default half the
-    window), ``t`` (geometry noise level, default 5), ``K`` (known 3x3 intrinsics in the input
-    frames' pixels: skips focal estimation), ``cameras`` ("rays": from the ray head;
-    "points": PnP on the point maps, default: measured better), ``align`` (global alignment of the "points" cameras, default True),
-    ``fps``, ``points_per_frame`` (default all of the model's grid).
+    ``frames``: (F, H, W, 3) uint8, a list of such arrays or of image paths, or a video /
+    image-folder path. Frame selection, as every engine: ``start``, ``stride`` (use every n-th
+    frame), ``max_frames``. Options: ``window`` (frames per model window, default the model's),
+    ``window_stride`` (default half the window), ``t`` (geometry noise level, default 5), ``K``
+    (known 3x3 intrinsics in the input frames' pixels: skips focal estimation), ``cameras``
+    ("rays": from the ray head; "points": PnP on the point maps, default: measured better),
+    ``align`` (global alignment of the "points" cameras, default True), ``fps``.
     """
 
     name = "unified"
 
-    def solve(self, frames, progress: Progress = None, **options) -> Bundle:
+    def solve(self, frames, progress: Progress = None, *, start: int = 0, stride: int = 1,
+              max_frames: Optional[int] = None, window: Optional[int] = None, window_stride: Optional[int] = None,
+              t: float = GEOMETRY_T, K=None, cameras: str = CAMERAS, align: bool = True,
+              fps: Optional[float] = None) -> Bundle:
+        if cameras not in ("rays", "points"):
+            raise ValueError(f"cameras must be 'rays' or 'points', not {cameras!r}")
         timer = Timer(self.device)
         report(progress, 0.0, "loading model")
         with timer("load"):
             model = self.model
-        frames = as_frames(frames)
+        frames = as_frames(frames, start=start, stride=stride, max_frames=max_frames)
         n, H, W = frames.shape[:3]
+        if n < 2:
+            raise ValueError(f"solving cameras needs at least 2 frames, got {n}")
         S = model.config.sample_size * (1 if model.config.space == "pixel" else 8)
-        win = int(options.get("window") or model.config.num_frames)
-        win = min(win, n)
-        stride = int(options.get("stride") or max(1, win // 2))
-        starts = list(range(0, max(1, n - win + 1), stride))
+        win = min(int(window or model.config.num_frames), n)
+        step = int(window_stride or max(1, win // 2))
+        starts = list(range(0, max(1, n - win + 1), step))
         if starts[-1] + win < n:
             starts.append(n - win)
-        K_in = options.get("K")
+        K_in = K
         K_small = None
         if K_in is not None:  # input pixels -> model pixels (pixel centres at integers)
             K_in = torch.as_tensor(np.asarray(K_in), dtype=torch.float64)
@@ -186,10 +194,10 @@ class UnifiedEngine(LazyModel):
         for wi, s0 in enumerate(starts):
             report(progress, 0.05 + 0.9 * wi / len(starts), f"window {wi + 1}/{len(starts)}")
             with timer("network"):
-                maps = predict_window(model, small[s0:s0 + win], t=float(options.get("t", GEOMETRY_T)))
+                maps = predict_window(model, small[s0:s0 + win], t=float(t))
             with timer("alignment"):
-                sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(options.get("align", True)),
-                                   rays=maps["rays"] if options.get("cameras", CAMERAS) == "rays" else None)
+                sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(align),
+                                   rays=maps["rays"] if cameras == "rays" else None)
                 T = torch.eye(4, dtype=torch.float64)
                 if wi > 0 and [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]:  # chain to the world through the frames this window shares with the last
                     shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]
@@ -227,9 +235,9 @@ class UnifiedEngine(LazyModel):
             depth.append(DepthFrame(d.clamp_min(0).numpy(), cf.numpy().astype(np.float16)))
         mean_conf = float(conf_all.mean())
         report(progress, 1.0, "done")
-        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(options.get("fps") or 24.0),
+        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(fps or 24.0),
                       engine=self.name, model_id=self.model_id, frames=list(frames.numpy()), cameras=cams,
                       points=points, depth=depth,
                       scores={"confidence": mean_conf, "windows": len(starts)},
                       timings={k: round(v, 4) for k, v in timer.timings.items()},
-                      source={"frames": n, "model_frame_size": S, "geometry_t": float(options.get("t", GEOMETRY_T))})
+                      source={"frames": n, "model_frame_size": S, "geometry_t": float(t), "start": start, "stride": stride})

@@ -39,7 +39,7 @@ def test_unified_engine_solves_clip_into_valid_bundle(tmp_path):
     clip = fake_clip(b=1, f=6, h=32, w=48)  # 6 frames > window 4: two sliding windows
     stages = []
     eng = UnifiedEngine(model=_small_model(), device="cpu")
-    b = eng.solve(clip["rgb"][0].numpy(), progress=lambda f, s: stages.append((f, s)), window=4, stride=2)
+    b = eng.solve(clip["rgb"][0].numpy(), progress=lambda f, s: stages.append((f, s)), window=4, window_stride=2)
     assert b.frame_count == 6 and (b.width, b.height) == (48, 32)
     assert b.scores["windows"] == 2 and "network" in b.timings and "alignment" in b.timings
     c2w = b.c2w_array()
@@ -50,6 +50,11 @@ def test_unified_engine_solves_clip_into_valid_bundle(tmp_path):
     assert out.depth[0].depth.shape == (32, 48) and len(out.points) == 6
     with pytest.raises(Cancelled):
         eng.solve(clip["rgb"][0].numpy(), progress=lambda f, s: False if "window" in s else None)
+    # frame selection is the engine contract's start / stride / max_frames (what `solve --stride`
+    # and the service send), never the window stride: frames 1, 3, 5 -> one window of 3
+    sel = eng.solve(clip["rgb"][0].numpy(), start=1, stride=2, max_frames=3, align=False)
+    assert sel.frame_count == 3 and sel.scores["windows"] == 1
+    assert np.array_equal(sel.frames[2], clip["rgb"][0, 5].numpy())
 
 
 def test_t2v_keyframes_are_reproduced_and_t2vc_needs_no_extra_pass():
