@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
-from .common import LazyModel, Progress, Timer, as_frames, report, resize_frames
+from .common import Cancelled, LazyModel, Progress, Timer, as_frames, report, resize_frames
 
 GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
 CAMERAS = "points"  # per-frame cameras from the ray head ("rays") or PnP on the point maps ("points")
@@ -48,7 +48,7 @@ def predict_window(model, frames_small: torch.Tensor, t: float = GEOMETRY_T, see
 
 
 def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Tensor] = None,
-                 align: bool = True, rays: Optional[torch.Tensor] = None) -> dict:
+                 align: bool = True, rays: Optional[torch.Tensor] = None, callback=None) -> dict:
     """Cameras of one window from its point maps X^{f,1} (F, S, S, 3) and confidence (F, S, S).
 
     With ``rays`` (F, S, S, 6), the ray head's Plücker maps, each frame's camera comes from its
@@ -57,6 +57,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     per frame, refined (``align``) by the global alignment with JOG3R's temporal terms.
     Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, K (pixels of the
     S x S frames), and the points (possibly refined by global alignment).
+    ``callback(it, n_iters, loss)`` is the alignment's (returning False cancels it).
     """
     from ..geometry.focal import estimate_focal
     from ..geometry.pnp import pose_from_pointmap_pnp
@@ -84,7 +85,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     c2w = _fill_unsolved(c2w)
     result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     if align:
-        aligned = _global_alignment(result, known_focal=known_K, device=device)
+        aligned = _global_alignment(result, known_focal=known_K, device=device, callback=callback)
         if aligned is not None and torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
             result = aligned  # else keep the PnP cameras (alignment diverged)
     return result
@@ -115,20 +116,41 @@ def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
     return c2w
 
 
-def _global_alignment(window: dict, known_focal: bool = False, device=None) -> Optional[dict]:
+def _global_alignment(window: dict, known_focal: bool = False, device=None, callback=None) -> Optional[dict]:
     """Refine with the geometry core's DUSt3R-style global alignment over the window (one
     group: every frame's X^{f,1} in frame 1's camera), with JOG3R's temporal terms L_fl and
     L_tranl (weights from the geometry core's tests), initialised as the core does (PnP)."""
     try:
-        from ..geometry.alignment import global_align
+        from ..geometry.alignment import AlignmentCancelled, global_align
     except ImportError:  # geometry core without alignment: keep the PnP cameras
         return None
     n = window["points"].shape[0]
-    res = global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
-                       focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
-                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300, device=device)
+    try:
+        res = _run_alignment(global_align, window, n, known_focal, device, callback)
+    except AlignmentCancelled:
+        raise Cancelled("cancelled during the global alignment") from None
     return {"c2w": res.c2w.double().cpu(), "K": res.K[0].double().cpu(), "points": res.points.float().cpu(),
             "conf": window["conf"], "alignment_s": sum(res.timings.values())}
+
+
+def _run_alignment(global_align, window: dict, n: int, known_focal: bool, device, callback):
+    return global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
+                       focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
+                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300, device=device, callback=callback)
+
+
+def _alignment_progress(progress: Progress, lo: float, hi: float, label: str):
+    """An alignment callback that reports every 25 iterations (so a cancel lands within 25) and
+    stops the alignment once ``progress`` says the job is cancelled."""
+    if progress is None:
+        return None
+
+    def callback(it: int, n: int, loss: float):
+        if it % 25 == 0 or it == n - 1:
+            return progress(lo + (hi - lo) * (it + 1) / n, f"{label}: alignment {it + 1}/{n}") is not False
+        return None
+
+    return callback
 
 
 def _chain(prev_world_pts: torch.Tensor, cur_pts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -196,8 +218,10 @@ class UnifiedEngine(LazyModel):
             with timer("network"):
                 maps = predict_window(model, small[s0:s0 + win], t=float(t))
             with timer("alignment"):
+                lo = 0.05 + 0.9 * wi / len(starts)
+                cb = _alignment_progress(progress, lo, lo + 0.9 / len(starts), f"window {wi + 1}/{len(starts)}")
                 sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(align),
-                                   rays=maps["rays"] if cameras == "rays" else None)
+                                   rays=maps["rays"] if cameras == "rays" else None, callback=cb)
                 T = torch.eye(4, dtype=torch.float64)
                 if wi > 0 and [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]:  # chain to the world through the frames this window shares with the last
                     shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]
