@@ -39,26 +39,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from client import BackendProcess, run_job  # noqa: E402
-from tests.backend_tests.test_server_helpers import ECHO_SPEC, make_video  # noqa: E402
+from tests.backend_tests.test_server_helpers import ECHO_SPEC, hololens_mp4, make_video  # noqa: E402
 
 
 def hololens_clip(path: Path, n: int):
     """n frames (every 4th) of the shared hololens-000 footage as an mp4, and its K."""
-    import av
     import numpy as np
-    from PIL import Image
 
-    data = next(p / "shared" / "data" / "hololens-000" for p in (REPO.parent, REPO.parent.parent, Path("/work"))
-                if (p / "shared" / "data" / "hololens-000").is_dir())
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=10)
-        s.width, s.height, s.pix_fmt, s.options = 540, 360, "yuv420p", {"qscale": "2"}
-        for i in range(0, 4 * n, 4):
-            img = np.asarray(Image.open(data / "images" / f"{i:06d}.jpg").convert("RGB"))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    try:
+        path, data = hololens_mp4(path, list(range(0, 4 * n, 4)))
+    except FileNotFoundError as e:
+        raise SystemExit(f"--hololens: {e}") from None
     return path, np.loadtxt(data / "K.txt").tolist()
 
 
@@ -70,7 +61,7 @@ def memory_breakdown(pid: int) -> dict:
     mappings aligned to 64 MiB), the main heap, other anonymous memory (large mmap'd blocks,
     thread stacks, torch/COLMAP pools) and file-backed pages (libraries)."""
     out = {"arenas": 0.0, "arena_count": 0, "heap": 0.0, "anon": 0.0, "files": 0.0}
-    start, kind = 0, "anon"
+    kind = "anon"
     try:
         lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
     except OSError:

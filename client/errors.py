@@ -9,26 +9,26 @@ class ParallaxError(Exception):
     """Base class of every client error."""
 
 
-class BackendStartError(ParallaxError):
-    """The backend process could not be started, or exited / stayed silent while starting."""
+class _WithBackendLog:
+    """An error about the local backend process: its exit code, and the last lines of its log
+    appended to the message so the user sees why."""
 
     def __init__(self, message: str, exit_code: Optional[int] = None, log_tail: str = ""):
         super().__init__(message + (f"\n--- backend log (last lines) ---\n{log_tail}" if log_tail else ""))
         self.exit_code = exit_code
         self.log_tail = log_tail
+
+
+class BackendStartError(_WithBackendLog, ParallaxError):
+    """The backend process could not be started, or exited / stayed silent while starting."""
 
 
 class BackendUnavailable(ParallaxError):
     """The backend could not be reached (not started, wrong URL, network down)."""
 
 
-class BackendCrashed(BackendUnavailable):
+class BackendCrashed(_WithBackendLog, BackendUnavailable):
     """The local backend process ended on its own (crash, killed, out of memory)."""
-
-    def __init__(self, message: str, exit_code: Optional[int] = None, log_tail: str = ""):
-        super().__init__(message + (f"\n--- backend log (last lines) ---\n{log_tail}" if log_tail else ""))
-        self.exit_code = exit_code
-        self.log_tail = log_tail
 
 
 class RequestRejected(ParallaxError):

@@ -13,23 +13,19 @@ _stamp_ok() {  # $1 venv, $2 requirements file: reuse only if requirements did n
     [ "$(cat "$1/.requirements.sha")" = "$(cat "$2" "$ROOT/scripts/env.sh" | sha256sum)" ]
 }
 
-ensure_backend_env() {
-  local v="$ROOT/.venv" req="$ROOT/backend/requirements.txt"
+_ensure_env() {  # $1 venv, $2 requirements file, $3 and $4 name it in the message, $5 a module and $6 its pip spec to install first (optional)
+  local v="$1" req="$2"
   _stamp_ok "$v" "$req" && return 0
-  echo "[parallax] building backend environment in .venv (torch, diffusers, pycolmap...)" >&2
+  echo "[parallax] building $3 environment in ${v#"$ROOT"/} ($4...)" >&2
   [ -x "$v/bin/python" ] || "$PY" -m venv "$v"
   "$v/bin/python" -m pip install -q --upgrade pip >&2
-  "$v/bin/python" -c "import torch" 2>/dev/null || "$v/bin/python" -m pip install -q "$TORCH_SPEC" >&2
+  if [ -n "${5:-}" ]; then
+    "$v/bin/python" -c "import ${5}" 2>/dev/null || "$v/bin/python" -m pip install -q "$6" >&2
+  fi
   "$v/bin/python" -m pip install -q -r "$req" >&2
   cat "$req" "$ROOT/scripts/env.sh" | sha256sum > "$v/.requirements.sha"
 }
 
-ensure_blender_env() {
-  local v="$ROOT/.venv-blender" req="$ROOT/requirements-blender.txt"
-  _stamp_ok "$v" "$req" && return 0
-  echo "[parallax] building Blender environment in .venv-blender (bpy 5.0.1)" >&2
-  [ -x "$v/bin/python" ] || "$PY" -m venv "$v"
-  "$v/bin/python" -m pip install -q --upgrade pip >&2
-  "$v/bin/python" -m pip install -q -r "$req" >&2
-  cat "$req" "$ROOT/scripts/env.sh" | sha256sum > "$v/.requirements.sha"
-}
+# torch first, pinned: an unpinned resolve from the requirements would pull CUDA wheels
+ensure_backend_env() { _ensure_env "$ROOT/.venv" "$ROOT/backend/requirements.txt" backend "torch, diffusers, pycolmap" torch "$TORCH_SPEC"; }
+ensure_blender_env() { _ensure_env "$ROOT/.venv-blender" "$ROOT/requirements-blender.txt" Blender "bpy 5.0.1"; }

@@ -137,12 +137,7 @@ def cycles_clips(root: str, count: Optional[int] = None) -> Iterator[EvalClip]:
 def find_hololens(explicit: Optional[str] = None) -> Optional[Path]:
     """The hololens-000 folder: ``explicit``, else ../shared/data (CI, relative to the repo) or
     /work/shared/data; None when absent."""
-    if explicit:
-        return Path(explicit) if (Path(explicit) / "poses_c2w.txt").is_file() else None
-    for c in SHARED_CANDIDATES:
-        if (c / "data" / HOLOLENS / "poses_c2w.txt").is_file():
-            return c / "data" / HOLOLENS
-    return None
+    return find_shared(f"data/{HOLOLENS}", explicit, marker="poses_c2w.txt")
 
 
 def load_hololens(root: Path):

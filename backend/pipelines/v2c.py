@@ -126,17 +126,13 @@ def _global_alignment(window: dict, known_focal: bool = False, device=None, call
         return None
     n = window["points"].shape[0]
     try:
-        res = _run_alignment(global_align, window, n, known_focal, device, callback)
+        res = global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
+                           focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
+                           w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300, device=device, callback=callback)
     except AlignmentCancelled:
         raise Cancelled("cancelled during the global alignment") from None
     return {"c2w": res.c2w.double().cpu(), "K": res.K[0].double().cpu(), "points": res.points.float().cpu(),
             "conf": window["conf"], "alignment_s": sum(res.timings.values())}
-
-
-def _run_alignment(global_align, window: dict, n: int, known_focal: bool, device, callback):
-    return global_align(window["points"], window["conf"], torch.arange(n), torch.zeros(n, dtype=torch.long),
-                       focal=float(window["K"][0, 0]) if known_focal else None, optimize_focal=not known_focal,
-                       w_focal_smooth=1.0, w_transl_smooth=0.03, n_iters=300, device=device, callback=callback)
 
 
 def _alignment_progress(progress: Progress, lo: float, hi: float, label: str):
@@ -214,24 +210,25 @@ class UnifiedEngine(LazyModel):
         conf_all = torch.zeros(n, S, S)
         focals = []
         for wi, s0 in enumerate(starts):
-            report(progress, 0.05 + 0.9 * wi / len(starts), f"window {wi + 1}/{len(starts)}")
+            lo, label = 0.05 + 0.9 * wi / len(starts), f"window {wi + 1}/{len(starts)}"
+            report(progress, lo, label)
             with timer("network"):
                 maps = predict_window(model, small[s0:s0 + win], t=float(t))
             with timer("alignment"):
-                lo = 0.05 + 0.9 * wi / len(starts)
-                cb = _alignment_progress(progress, lo, lo + 0.9 / len(starts), f"window {wi + 1}/{len(starts)}")
+                cb = _alignment_progress(progress, lo, lo + 0.9 / len(starts), label)
                 sol = solve_window(maps["points"], maps["conf"], K_small, align=bool(align),
                                    rays=maps["rays"] if cameras == "rays" else None, callback=cb)
                 T = torch.eye(4, dtype=torch.float64)
-                if wi > 0 and [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]:  # chain to the world through the frames this window shares with the last
-                    shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()]
+                # chain to the world through the frames this window shares with the last
+                shared = [f for f in range(s0, s0 + win) if torch.isfinite(c2w_world[f]).all()] if wi > 0 else []
+                if shared:
                     loc = [f - s0 for f in shared]
                     weights = (conf_all[shared] - 1).clamp_min(0) * (sol["conf"][loc] - 1).clamp_min(0)
                     T = _chain(pts_world[shared], sol["points"][loc], weights)
                 scale = torch.linalg.det(T[:3, :3]).abs() ** (1 / 3)
                 for f in range(win):
                     g = s0 + f
-                    if wi > 0 and torch.isfinite(c2w_world[g]).all():
+                    if g in shared:
                         continue  # keep the earlier window's estimate for shared frames
                     c = T @ sol["c2w"][f]
                     c[:3, :3] = c[:3, :3] / scale

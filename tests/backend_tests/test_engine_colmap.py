@@ -26,10 +26,9 @@ CLIP = "hololens-000"
 
 
 def _hololens() -> Path:
-    for root in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
-        if (root / CLIP / "poses_c2w.txt").is_file():
-            return root / CLIP
-    pytest.skip(f"{CLIP} not found in ../shared/data or /work/shared/data")
+    from backend.eval.datasets import find_hololens
+
+    return find_hololens() or pytest.skip(f"{CLIP} not found in ../shared/data")
 
 
 def _metrics():
@@ -198,9 +197,10 @@ def test_progress_reports_stages_in_order_and_false_cancels():
 
 
 def _load_gt(root: Path, idx):
-    files = sorted((root / "images").glob("*.jpg"))
-    c2w = np.loadtxt(root / "poses_c2w.txt").reshape(-1, 4, 4)
-    return [files[i] for i in idx], c2w[idx], np.loadtxt(root / "K.txt")
+    from backend.eval.datasets import load_hololens
+
+    files, c2w, K = load_hololens(root)
+    return [files[i] for i in idx], c2w[idx], K
 
 
 def test_hololens_window_against_ground_truth():
@@ -251,9 +251,10 @@ def _textured_clip(motion: str):
     """Seed 0 of the data engine, 16 frames 256x192, photo textures, static scene, one camera
     motion: (clip, frames as contiguous uint8 arrays, ground-truth c2w float64)."""
     synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
-    textures = next((p for p in (REPO.parent / "shared" / "textures", Path("/work/shared/textures")) if p.is_dir()),
-                    None)
-    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=textures, dynamic=False, motion=motion)
+    from backend.eval.datasets import find_shared
+
+    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=find_shared("textures"), dynamic=False,
+                             motion=motion)
     frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
     return clip, frames, clip.c2w[0].cpu().numpy().astype(np.float64)
 

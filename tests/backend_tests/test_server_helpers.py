@@ -142,6 +142,30 @@ def make_video(path: Path, n: int = 6, w: int = 32, h: int = 24, faststart: bool
     return path
 
 
+def hololens_mp4(path: Path, frames: list) -> tuple:
+    """The given frames of the shared hololens-000 footage as a 540x360 mp4 (10 fps), with the
+    clip's folder; raises FileNotFoundError when the footage is not beside the checkout."""
+    import av
+    from PIL import Image
+
+    from backend.eval.datasets import HOLOLENS, find_hololens, load_hololens
+
+    data = find_hololens()
+    if data is None:
+        raise FileNotFoundError(f"the shared {HOLOLENS} footage was not found (../shared/data)")
+    files, _, _ = load_hololens(data)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt, s.options = 540, 360, "yuv420p", {"qscale": "2"}
+        for i in frames:
+            img = np.asarray(Image.open(files[i]).convert("RGB"))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path, data
+
+
 def make_long_video(path: Path, n: int) -> Path:
     """n tiny identical frames (encodes ~80k frames/s)."""
     import av

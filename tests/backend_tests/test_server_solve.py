@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.bundle import read_bundle
-from backend_tests.test_server_helpers import REPO
+from backend.eval.datasets import find_hololens
+from backend_tests.test_server_helpers import REPO, hololens_mp4
 
-# ../shared/data beside the checkout (a worktree sits one level deeper)
-DATA = next((p / "shared" / "data" / "hololens-000" for p in (REPO.parent, REPO.parent.parent)
-             if (p / "shared" / "data" / "hololens-000").is_dir()), REPO.parent / "shared" / "data" / "hololens-000")
+DATA = find_hololens()  # ../shared/data beside the checkout
 FRAMES = list(range(0, 40, 4))
 # Rotation vs the headset's tracking after re-basing on frame 0 (measured: max 2.2, median 1.5 deg).
 ROT_TOL_DEG = 4.0
@@ -27,28 +25,12 @@ ROT_TOL_DEG = 4.0
 def _skip_reason():
     if importlib.util.find_spec("backend.engines") is None:
         return "backend.engines is not in this build"
-    if not DATA.is_dir():
-        return f"real data not found at {DATA}"
+    if DATA is None:
+        return "real data (hololens-000) not found in ../shared/data"
     return None
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
-
-
-def _clip(path: Path) -> Path:
-    import av
-    from PIL import Image
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=10)
-        s.width, s.height, s.pix_fmt, s.options = 540, 360, "yuv420p", {"qscale": "2"}
-        for i in FRAMES:
-            img = np.asarray(Image.open(DATA / "images" / f"{i:06d}.jpg").convert("RGB"))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    return path
 
 
 def _angle_deg(R):
@@ -66,7 +48,7 @@ def test_solve_real_clip_through_the_service(tmp_path):
         health = bp.client().health()
         if not health["tasks"]["solve"]["available"]:
             pytest.skip("solve unavailable: " + health["tasks"]["solve"]["reason"])
-        out = run_job("solve", [_clip(tmp_path / "walk.mp4")],
+        out = run_job("solve", [hololens_mp4(tmp_path / "walk.mp4", FRAMES)[0]],
                       {"engine": "colmap", "options": {"K": K.tolist(), "max_image_size": 540}},
                       backend=bp, out_dir=tmp_path / "out", timeout=240)
     finally:
