@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
                    help="train this many steps on each rendered batch (fresh tasks and noise each time)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=0)
+    p.add_argument("--textures", default=None,
+                   help="folder of photos the synthetic scenes may texture surfaces with (default: procedural only)")
     p.add_argument("--p-geometry", type=float, default=0.5, help="share of clips trained on the geometry task")
     # JOG3R ablations
     p.add_argument("--freeze-backbone", action="store_true", help="train only the geometry decoder and heads")

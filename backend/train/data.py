@@ -60,16 +60,18 @@ def _workers(device: str) -> int:
     return int(value) if value.strip() else (1 if device.startswith("cuda") else 0)
 
 
-def _prepare(seeds: tuple, frames: int, size: int, device: str):
-    return _synth().prepare_seeds(list(seeds), frames, size, size, device, workers=_workers(device))
+def _prepare(seeds: tuple, frames: int, size: int, device: str, textures: Optional[str] = None):
+    return _synth().prepare_seeds(list(seeds), frames, size, size, device, textures=textures,
+                                  workers=_workers(device))
 
 
-def render(seeds: list[int], frames: int, size: int, device) -> dict:
-    """Render clips; returns tensors on ``device`` plus captions."""
+def render(seeds: list[int], frames: int, size: int, device, textures: Optional[str] = None) -> dict:
+    """Render clips; returns tensors on ``device`` plus captions. ``textures``: a folder of photos
+    that materials may use (the engine's photo pattern), None for procedural patterns only."""
     global _lookahead
     synth = _synth()
     dev = str(device)
-    key = (tuple(int(s) for s in seeds), int(frames), int(size), dev)
+    key = (tuple(int(s) for s in seeds), int(frames), int(size), dev, textures)
     prepared = _lookahead.take(key) if _lookahead is not None else None
     if prepared is None:
         prepared = _prepare(*key)
@@ -79,7 +81,7 @@ def render(seeds: list[int], frames: int, size: int, device) -> dict:
             from ..data.prefetch import Lookahead
 
             _lookahead = Lookahead()
-        nxt = (tuple(following), int(frames), int(size), dev)
+        nxt = (tuple(following), int(frames), int(size), dev, textures)
         _lookahead.submit(nxt, _prepare, *nxt)
     clip = synth.render_prepared(prepared, device)
     return {

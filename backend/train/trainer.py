@@ -131,7 +131,7 @@ def train(args) -> dict:
         t0 = time.time()
         if step % args.reuse == 0 or batch is None:  # a rendered batch serves ``reuse`` steps
             seeds = data_mod.train_seeds(step // args.reuse, acc.process_index, acc.num_processes, args.batch_size)
-            batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device)
+            batch = data_mod.render(seeds, cfg.num_frames, cfg.sample_size, acc.device, textures=args.textures)
             hidden, mask = text.encode(batch["captions"])
         render_s += time.time() - t0
         inp = sample_inputs(batch["rgb"], batch["depth"], batch["points"], batch["rays"], batch["c2w"],
