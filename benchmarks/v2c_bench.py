@@ -23,7 +23,7 @@ def main() -> int:
     from backend.data.synth import render_batch
     from backend.models import load_model
     from backend.pipelines.common import pick_device
-    from backend.pipelines.v2c import _global_alignment, predict_window, solve_window
+    from backend.pipelines.v2c import _global_alignment, _photometric, predict_window, solve_window
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=8)
@@ -43,15 +43,18 @@ def main() -> int:
         t1 = time.perf_counter()
         sol = solve_window(maps["points"], maps["conf"], None, align=False)
         t2 = time.perf_counter()
-        _global_alignment(sol, device=maps["points"].device)
+        aligned = _global_alignment(sol, device=maps["points"].device)
         sync()
         t3 = time.perf_counter()
+        _photometric(aligned, batch.rgb[b], maps["points"].device)
+        sync()
+        t4 = time.perf_counter()
         if b:
-            rows.append((t1 - t0, t2 - t1, t3 - t2))
-    net, pnp, ga = (float(np.median(c)) for c in zip(*rows))
+            rows.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+    net, pnp, ga, photo = (float(np.median(c)) for c in zip(*rows))
     print(json.dumps({"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "clips": a.clips,
                       "median_s": {"network": round(net, 4), "focal+pnp": round(pnp, 4), "global_alignment": round(ga, 4),
-                                   "total": round(net + pnp + ga, 4)}}))
+                                   "photometric": round(photo, 4), "total": round(net + pnp + ga + photo, 4)}}))
     return 0
 
 

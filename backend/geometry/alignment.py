@@ -427,7 +427,7 @@ def _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) -> Optional[torc
             losses.index_copy_(0, it_t, loss.detach().reshape(1))
             it_t.add_(1)
     except Exception as e:  # capture is strict (no host syncs, no host-to-device copies...)
-        warnings.warn(f"global alignment: CUDA graph capture failed ({type(e).__name__}: {e}); "
+        warnings.warn(f"Adam: CUDA graph capture failed ({type(e).__name__}: {e}); "
                       "running the eager loop", RuntimeWarning, stacklevel=3)
         with torch.no_grad():
             for p, v in zip(leaves, snapshot):
@@ -449,6 +449,18 @@ def _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) -> Optional[torc
     for p in leaves:
         p.grad = None
     return losses
+
+
+def run_adam(loss_fn, leaves, lrs, betas=(0.9, 0.9), callback=None, cuda_graph: bool = False
+             ) -> tuple[torch.Tensor, bool]:
+    """Minimise ``loss_fn()`` over ``leaves`` with Adam, one iteration per entry of ``lrs``: as
+    replays of one captured CUDA graph when ``cuda_graph`` (falling back to the eager loop if
+    capture fails), else eagerly. ``callback(it, n, loss)`` returning False raises
+    :class:`AlignmentCancelled`. Returns (losses per iteration, whether the graph ran)."""
+    losses = _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) if cuda_graph else None
+    if losses is not None:
+        return losses, True
+    return _optimise_eager(loss_fn, leaves, lrs, betas, callback), False
 
 
 def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, group: torch.Tensor, *,
@@ -573,10 +585,7 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     use_graph = bool(use_graph) and device.type == "cuda" and n_iters > 0
     _sync(device)
     t_opt = time.perf_counter()
-    losses = _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) if use_graph else None
-    graph_used = losses is not None
-    if losses is None:
-        losses = _optimise_eager(loss_fn, leaves, lrs, betas, callback)
+    losses, graph_used = run_adam(loss_fn, leaves, lrs, betas, callback, cuda_graph=use_graph)
 
     _sync(device)
     t_done = time.perf_counter()

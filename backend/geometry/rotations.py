@@ -56,13 +56,18 @@ def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
 
 
 def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
-    """(..., 3) rotation vector -> (..., 3, 3) (Rodrigues)."""
-    theta = v.norm(dim=-1, keepdim=True)
-    k = v / theta.clamp_min(1e-12)
-    K = skew(k)
-    s, c = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand(K.shape)
-    return eye + s * K + (1 - c) * (K @ K)
+    """(..., 3) rotation vector -> (..., 3, 3) (Rodrigues), written as
+    I + sin(t)/t [v]x + (1 - cos t)/t^2 [v]x^2 with Taylor coefficients near t = 0, so that it is
+    differentiable at the zero vector (the optimisers that refine poses start there)."""
+    t2 = (v * v).sum(-1, keepdim=True)[..., None]
+    small = t2 < 1e-8
+    t2_safe = torch.where(small, torch.ones_like(t2), t2)
+    t = t2_safe.sqrt()
+    a = torch.where(small, 1 - t2 / 6, torch.sin(t) / t)
+    b = torch.where(small, 0.5 - t2 / 24, (1 - torch.cos(t)) / t2_safe)
+    S = skew(v)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand(S.shape)
+    return eye + a * S + b * (S @ S)
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
