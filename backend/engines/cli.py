@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
                         help="known intrinsics in pixels (pixel centres at integers); held fixed")
     parser.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")
+    parser.add_argument("--no-align", action="store_true", help="unified: skip the global alignment (faster)")
+    parser.add_argument("--no-photometric", action="store_true",
+                        help="unified: skip the photometric refinement of the cameras")
     parser.add_argument("--zip", action="store_true", help="also write DIR.zip")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -67,6 +70,8 @@ def _options(args) -> dict:
     options = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames, "fps": args.fps}
     if args.engine == "colmap":
         options["mapper"] = args.mapper
+    if args.engine == "unified":
+        options.update(align=not args.no_align, photometric=not args.no_photometric)
     if args.intrinsics:
         try:
             fx, fy, cx, cy = (float(v) for v in args.intrinsics.split(","))

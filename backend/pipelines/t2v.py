@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .common import LazyModel, Progress, Timer, report, resize_frames
-from .v2c import GEOMETRY_T
+from .v2c import GEOMETRY_T, PHOTOMETRIC
 
 
 class T2VPipeline(LazyModel):
@@ -118,7 +118,9 @@ def generate_bundle(pipe: T2VPipeline, prompt: str, frames=None, seed=0, camera=
         report(progress, 0.95, "cameras")
         t = Timer(pipe.device)
         with t("alignment"):
-            sol = solve_window(res["geometry"]["points"], res["geometry"]["conf"])
+            pts = res["geometry"]["points"]
+            sol = solve_window(pts, res["geometry"]["conf"],  # V2C's cameras, photometric refinement included
+                               frames=resize_frames(video, pts.shape[1]).to(pts.device) if PHOTOMETRIC else None)
         timings.update(t.timings)
         f = float(sol["K"][0, 0])
         b.cameras = [CameraFrame(i, sol["c2w"][i].numpy(), f, f, (S - 1) / 2, (S - 1) / 2) for i in range(n)]

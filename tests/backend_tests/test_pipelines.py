@@ -55,6 +55,11 @@ def test_unified_engine_solves_clip_into_valid_bundle(tmp_path):
         eng.solve(clip["rgb"][0].numpy(), window=4, window_stride=2,
                   progress=lambda f, s: seen.append(s) or (False if "alignment 26/" in s else None))
     assert seen[-1].endswith("alignment 26/300") and not any("alignment 51/" in x for x in seen)
+    seen = []  # and during the photometric refinement (240 iterations: 3 blur levels x 80)
+    with pytest.raises(Cancelled):
+        eng.solve(clip["rgb"][0].numpy(), window=4, window_stride=2, align=False,
+                  progress=lambda f, s: seen.append(s) or (False if "refinement 26/" in s else None))
+    assert seen[-1].endswith("photometric refinement 26/240") and not any("refinement 51/" in x for x in seen)
     # frame selection is the engine contract's start / stride / max_frames (what `solve --stride`
     # and the service send), never the window stride: frames 1, 3, 5 -> one window of 3
     sel = eng.solve(clip["rgb"][0].numpy(), start=1, stride=2, max_frames=3, align=False)
