@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .alignment import run_adam
+from .cameras import depth_to_pointmap, project
 from .rotations import axis_angle_to_matrix
 
 OFFSETS = (1, 2, 4, 8)  # frame pairs (i, i + k), both directions
@@ -74,11 +75,7 @@ class _WarpProblem:
     def __init__(self, depth, weights, K, c2w0, src, tgt, robust):
         n, H, W = depth.shape
         dev, dt = depth.device, depth.dtype
-        v, u = torch.meshgrid(torch.arange(H, dtype=dt, device=dev), torch.arange(W, dtype=dt, device=dev),
-                              indexing="ij")
-        rays = torch.stack([(u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0],
-                            (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)
-        self.points_cam = rays[None] * depth[..., None]  # (F, H, W, 3) in each frame's camera
+        self.points_cam = depth_to_pointmap(depth, K)  # (F, H, W, 3) in each frame's camera
         self.R0, self.c0 = c2w0[:, :3, :3].contiguous(), c2w0[:, :3, 3].contiguous()
         self.K = K
         self.src, self.tgt = src, tgt
@@ -98,13 +95,10 @@ class _WarpProblem:
         src, tgt = self.src, self.tgt
         world = torch.einsum("fij,fhwj->fhwi", R, self.points_cam) + c[:, None, None]
         in_tgt = torch.einsum("pji,phwj->phwi", R[tgt], world[src] - c[tgt][:, None, None])  # R_j^T (X - c_j)
-        z = in_tgt[..., 2]
-        zs = z.clamp_min(1e-6)
-        K = self.K
-        u = K[0, 0] * in_tgt[..., 0] / zs + K[0, 1] * in_tgt[..., 1] / zs + K[0, 2]
-        v = K[1, 1] * in_tgt[..., 1] / zs + K[1, 2]
         H, W = self.size
-        grid = torch.stack([2 * u / (W - 1) - 1, 2 * v / (H - 1) - 1], -1)
+        uv, z = project(in_tgt.reshape(len(src), H * W, 3), self.K)
+        uv, z = uv.reshape(len(src), H, W, 2), z.reshape(len(src), H, W)
+        grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], -1)
         sampled = F.grid_sample(images[tgt], grid, mode="bilinear", padding_mode="border", align_corners=True)
         inside = (grid.abs() < 1).all(-1) & (z > 1e-3 * self.unit)
         diff = (sampled - images[src]).abs().sum(1)

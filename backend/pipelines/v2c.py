@@ -82,7 +82,7 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
     K = torch.as_tensor(K, dtype=torch.float64)
     if rays is not None:
         result = {"c2w": _cameras_from_rays(rays, pts, w), "K": K, "points": pts.float(), "conf": conf.float().cpu()}
-        return _photometric(result, frames, device, refine_callback) if frames is not None else result
+        return _photometric(result, frames, device, refine_callback)
     c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
     c2w[0] = torch.eye(4, dtype=torch.float64)
     for f in range(1, n):
@@ -95,18 +95,21 @@ def solve_window(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Ten
         aligned = _global_alignment(result, known_focal=known_K, device=device, callback=callback)
         if aligned is not None and torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
             result = aligned  # else keep the PnP cameras (alignment diverged)
-    return _photometric(result, frames, device, refine_callback) if frames is not None else result
+    return _photometric(result, frames, device, refine_callback)
 
 
-def _photometric(window: dict, frames: torch.Tensor, device, callback=None) -> dict:
+def _photometric(window: dict, frames: Optional[torch.Tensor], device, callback=None) -> dict:
     """Refine the window's cameras photometrically on its own depth (each frame's points in its
-    camera); the points then follow their frame's refined camera, so depth maps are unchanged."""
+    camera); the points then follow their frame's refined camera, so depth maps are unchanged.
+    No ``frames``: the window as it is."""
     from ..geometry.alignment import AlignmentCancelled
+    from ..geometry.cameras import invert_pose, transform_points
     from ..geometry.photometric import refine_cameras
 
-    c2w, pts = window["c2w"].double(), window["points"].double()
-    R, c = c2w[:, :3, :3], c2w[:, :3, 3]
-    cam = torch.einsum("fji,fhwj->fhwi", R, pts - c[:, None, None])  # R^T (X - c)
+    if frames is None:
+        return window
+    c2w = window["c2w"].double()
+    cam = transform_points(invert_pose(c2w), window["points"].double())
     weights = (window["conf"].double() > 1.5) & (cam[..., 2] > 0)
     try:
         res = refine_cameras(frames, cam[..., 2], weights.double(), window["K"], c2w, device=device, callback=callback)
@@ -114,8 +117,7 @@ def _photometric(window: dict, frames: torch.Tensor, device, callback=None) -> d
         raise Cancelled("cancelled during the photometric refinement") from None
     if not torch.isfinite(res.c2w).all():
         return window  # keep the cameras it started from
-    R2, c2 = res.c2w[:, :3, :3], res.c2w[:, :3, 3]
-    points = torch.einsum("fij,fhwj->fhwi", R2, cam) + c2[:, None, None]
+    points = transform_points(res.c2w, cam)
     return {**window, "c2w": res.c2w, "points": points.float(), "photometric_s": sum(res.timings.values())}
 
 
