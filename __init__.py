@@ -1,21 +1,24 @@
 """Parallax: video generation and camera / 4D reconstruction, inside Blender.
 
-The add-on side: preferences, the N-panel, operators and importers. It never imports torch;
-the heavy work runs in the backend process, and results arrive as result bundles.
+The add-on side: the backend link, preferences and scene settings, operators, importers and
+the N-panel. It never imports torch; the heavy work runs in the backend process, and results
+arrive as result bundles (read with ``backend/bundle.py``, numpy and the standard library).
 """
 
 import atexit
 
 import bpy
 
-from . import operators, panels, props
+from . import backend_link, operators, panels, props
 
-_modules = (props, operators, panels)
+# Each module only imports those before it; unregistering in reverse stops the job timers
+# (operators) before the backend process (backend_link).
+_modules = (backend_link, props, operators, panels)
 
 
 def _stop_backend_at_quit():
     # Quitting Blender stops the backend (the server cancels its job cleanly on SIGTERM).
-    operators.backend.stop()
+    backend_link.stop()
 
 
 def register():
@@ -27,4 +30,4 @@ def register():
 def unregister():
     atexit.unregister(_stop_backend_at_quit)
     for module in reversed(_modules):
-        module.unregister()  # operators.unregister stops the backend and the job timers
+        module.unregister()

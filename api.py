@@ -20,8 +20,8 @@ from typing import Optional
 
 import bpy
 
-from . import client
-from .operators import backend, jobs
+from . import backend_link, client
+from .operators import jobs
 
 __all__ = ["solve", "generate", "cancel", "tasks", "release_memory", "stop_backend"]
 
@@ -42,7 +42,7 @@ def solve(source: str, engine: Optional[str] = None, *, stride: int = 1, max_fra
     ``engine``: a name from ``tasks(engines=True)`` (default: the preferences' engine);
     ``options``: engine keyword arguments (e.g. ``{"K": [[fx,0,cx],[0,fy,cy],[0,0,1]]}``).
     """
-    params = {"engine": engine or backend.prefs().default_engine, "stride": stride}
+    params = {"engine": engine or backend_link.prefs().default_engine, "stride": stride}
     if max_frames:
         params["max_frames"] = max_frames
     if options:
@@ -69,18 +69,18 @@ def cancel() -> bool:
 
 def tasks(engines: bool = False) -> dict:
     """{task: available} (or {engine: available}) from the backend's /v1/health (starts it)."""
-    backend.refresh_health(wait=True)
-    if backend.Health.data is None:
-        raise client.BackendUnavailable(backend.Health.error)
+    backend_link.refresh_health(wait=True)
+    if backend_link.Health.data is None:
+        raise client.BackendUnavailable(backend_link.Health.error)
     key = "engines" if engines else "tasks"
-    return {k: bool(v.get("available")) for k, v in backend.Health.data.get(key, {}).items()}
+    return {k: bool(v.get("available")) for k, v in backend_link.Health.data.get(key, {}).items()}
 
 
 def release_memory() -> None:
     """Free the backend's loaded models and cached GPU memory."""
-    backend.release_memory()
+    backend_link.release_memory()
 
 
 def stop_backend() -> None:
     """Stop the local backend process (the next job starts it again)."""
-    backend.stop()
+    backend_link.stop()

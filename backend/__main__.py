@@ -1,35 +1,62 @@
 """``python -m backend COMMAND ...``: the backend's command line.
 
-Each command lives in its own module and is imported only when run, so ``--help`` is fast
-and a command's heavy dependencies (torch, pycolmap, uvicorn) load only for that command.
-A command module provides ``add_arguments(parser)`` and ``main(args) -> int``.
+Each command lives in its own module, imported only when run, so ``--help`` is fast and a
+command's heavy dependencies (torch, pycolmap, uvicorn) load only for that command. A command
+module provides ``add_arguments(parser)`` and ``main(args) -> int``. A command is listed only
+when its pipeline exists in this build.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# name -> (module, one-line help)
+
+def _synth():
+    from .data import cli
+    return cli
+
+
+def _solve():
+    from .engines import cli
+    return cli
+
+
+def _generate():
+    from .pipelines import cli_generate
+    return cli_generate
+
+
+def _export():
+    from . import export_cli
+    return export_cli
+
+
+def _serve():
+    from .server import cli
+    return cli
+
+
+def _train():
+    from .train import cli
+    return cli
+
+
+def _eval():
+    from .eval import cli
+    return cli
+
+
+# name -> (loader of the command's module, one-line help)
 COMMANDS = {
-    "synth": ("backend.data.cli", "render synthetic ground-truth clips as result bundles"),
-    "solve": ("backend.engines.cli", "solve cameras (and sparse points) from a clip or frame folder"),
-    "generate": ("backend.pipelines.cli_generate", "generate a shot (and its camera) from a prompt"),
-    "reconstruct": ("backend.pipelines.cli_reconstruct", "dynamic 4D reconstruction of a clip"),
-    "pair-pose": ("backend.pipelines.cli_pair_pose", "relative pose of two images"),
-    "export": ("backend.export_cli", "export a result bundle to COLMAP, nerfstudio, TUM or PLY"),
-    "serve": ("backend.server.cli", "run the HTTP service the Blender add-on talks to"),
-    "train": ("backend.train.cli", "train the unified model"),
-    "eval": ("backend.eval.cli", "evaluate engines on held-out data"),
+    "synth": (_synth, "render synthetic ground-truth clips as result bundles"),
+    "solve": (_solve, "solve cameras (and sparse points) from a clip or frame folder"),
+    "generate": (_generate, "generate a shot (and its camera) from a prompt"),
+    "export": (_export, "export a result bundle to COLMAP, nerfstudio, TUM or PLY"),
+    "serve": (_serve, "run the HTTP service the Blender add-on talks to"),
+    "train": (_train, "train the unified model"),
+    "eval": (_eval, "evaluate engines on held-out data"),
 }
-
-
-def _load(name: str):
-    module_name = COMMANDS[name][0]
-    if __package__ and __package__ != "backend":  # imported as part of the add-on package
-        module_name = __package__ + module_name[len("backend"):]
-    return importlib.import_module(module_name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     name = argv[0]
-    try:
-        module = _load(name)
-    except ModuleNotFoundError as e:
-        print(f"'{name}' is not available in this build: {e}", file=sys.stderr)
-        return 2
-    cmd_parser = argparse.ArgumentParser(prog=f"python -m backend {name}", description=COMMANDS[name][1])
+    load, help_text = COMMANDS[name]
+    module = load()
+    cmd_parser = argparse.ArgumentParser(prog=f"python -m backend {name}", description=help_text)
     module.add_arguments(cmd_parser)
     return int(module.main(cmd_parser.parse_args(argv[1:])) or 0)
 

@@ -34,6 +34,7 @@ class _Root:
     def __init__(self, callback: Optional[Callback], is_cancelled: Optional[Callable[[], bool]], device):
         self.callback, self.is_cancelled = callback, is_cancelled
         self.cancelled = False
+        self.last_label = ""  # named in the Cancelled message: where the work stopped
         self.timings: dict[str, float] = {}
         self.cuda = device is not None and str(device).startswith("cuda")
 
@@ -64,14 +65,20 @@ class Progress:
     def of(cls, progress: Union["Progress", Callback, None], **kw) -> "Progress":
         """A Progress from what a caller passed: a Progress (returned as is), a plain
         ``callback(fraction, label)`` or None (reports nowhere, never cancels)."""
-        return progress if isinstance(progress, Progress) else cls(progress, **kw)
+        if isinstance(progress, Progress):
+            device = kw.get("device")
+            if device is not None and str(device).startswith("cuda"):
+                progress._root.cuda = True  # time GPU work in the caller's progress too
+            return progress
+        return cls(progress, **kw)
 
     # -- reporting -------------------------------------------------------------------------------
-    def __call__(self, fraction: float, label: str = "") -> None:
+    def __call__(self, fraction: float, label: str = "", *, _sep: str = ": ") -> None:
         """Report ``fraction`` (0..1) of this span, labelled; raise :class:`Cancelled` if asked."""
         f = min(max(float(fraction), 0.0), 1.0)
-        text = f"{self._prefix}: {label}" if self._prefix and label else (label or self._prefix)
+        text = f"{self._prefix}{_sep}{label}" if self._prefix and label else (label or self._prefix)
         root = self._root
+        root.last_label = text or root.last_label
         if root.callback is not None and root.callback(self._lo + (self._hi - self._lo) * f, text) is False:
             root.cancelled = True
         self.check()
@@ -82,13 +89,14 @@ class Progress:
         if not root.cancelled and root.is_cancelled is not None and root.is_cancelled():
             root.cancelled = True
         if root.cancelled:
-            raise Cancelled("cancelled")
+            raise Cancelled(f"cancelled during {root.last_label}" if root.last_label else "cancelled")
 
     def step(self, i: int, n: int, label: str = "", every: int = 1) -> None:
-        """Iteration ``i`` of ``n`` finished. Reports every ``every`` iterations and at the last
-        (a report costs a host sync in GPU loops); checks the cancel flag at each."""
-        if (i + 1) % every == 0 or i + 1 >= n:
-            self((i + 1) / max(n, 1), f"{label} {i + 1}/{n}".strip())
+        """Iteration ``i`` (0-based) of ``n`` finished. Reports at the first, every ``every``-th
+        after it and the last (a report may cost a host sync in GPU loops), so a cancel lands
+        within ``every`` iterations; checks the cancel flag at each."""
+        if i % every == 0 or i + 1 >= n:  # "window 2/3: alignment 26/300"
+            self((i + 1) / max(n, 1), f"{label} {i + 1}/{n}".strip(), _sep=": " if label else " ")
         else:
             self.check()
 
@@ -102,6 +110,13 @@ class Progress:
         a, b = self._lo + (self._hi - self._lo) * lo, self._lo + (self._hi - self._lo) * hi
         prefix = f"{self._prefix}: {label}" if self._prefix and label else (label or self._prefix)
         return Progress(_root=self._root, _lo=a, _hi=b, _prefix=prefix)
+
+    def staged(self, stages: dict) -> "Progress":
+        """This span again, divided into ``stages`` (name -> relative weight) for :meth:`stage`:
+        how an engine with stages of its own runs inside whatever span its caller gave it."""
+        child = self.span(0.0, 1.0)
+        child._stages = Progress(stages=stages)._stages
+        return child
 
     def stage(self, name: str) -> "Progress":
         """Start stage ``name`` of ``stages`` (closing and timing the previous one); returns the
@@ -149,9 +164,20 @@ class Progress:
 
 def pick_device(device=None):
     """The one device choice: ``None``/``"auto"``/``""`` is CUDA when there is one, else the CPU;
-    anything else (``"cpu"``, ``"cuda:1"``, a torch.device) is taken as given."""
+    ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a torch.device are taken as given once checked to
+    exist here (a ValueError with a message for the user says why not)."""
     import torch
 
     if device is None or (isinstance(device, str) and device in ("", "auto")):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {device!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device}: only cpu and cuda are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available in this environment (torch {torch.__version__})")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev

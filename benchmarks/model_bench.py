@@ -19,7 +19,7 @@ def main() -> int:
     import torch
 
     from backend.models import load_model
-    from backend.pipelines.common import pick_device
+    from backend.runtime import pick_device
     from backend.pipelines.t2v import T2VPipeline, generate_bundle
     from backend.train.evaluate import evaluate
 

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from client import BackendProcess, run_job  # noqa: E402
-from tests.backend_tests.test_server_helpers import ECHO_SPEC, hololens_mp4, make_video  # noqa: E402
+from tests.backend_tests.test_server_helpers import ECHO_PLUGIN, hololens_mp4, make_video  # noqa: E402
 
 
 def hololens_clip(path: Path, n: int):
@@ -111,7 +111,7 @@ def main() -> int:
     if args.no_trim:
         env["PARALLAX_MALLOC_TRIM"] = "0"
     backend = BackendProcess(sys.executable, root=REPO, env=env, extra_args=[
-        "--device", args.device, "--data-dir", str(tmp / "data"), "--task", ECHO_SPEC, "--keep-jobs", "10"])
+        "--device", args.device, "--data-dir", str(tmp / "data"), *ECHO_PLUGIN, "--keep-jobs", "10"])
     backend.start()
     proc = psutil.Process(backend.pid)
     server_env = proc.environ()  # what the client actually gave the server

@@ -19,11 +19,12 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from backend.data.scene import heldout_seeds
+    from backend.data.splits import heldout_seeds
     from backend.data.synth import render_batch
     from backend.models import load_model
-    from backend.pipelines.common import pick_device
-    from backend.pipelines.v2c import _global_alignment, _photometric, predict_window, solve_window
+    from backend.runtime import pick_device
+    from backend.pipelines.pointmap_cameras import _global_alignment, _photometric, cameras_from_pointmaps
+    from backend.pipelines.v2c import predict_window
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=8)
@@ -41,12 +42,12 @@ def main() -> int:
         maps = predict_window(model, batch.rgb[b])
         sync()
         t1 = time.perf_counter()
-        sol = solve_window(maps["points"], maps["conf"], None, align=False)
+        sol = cameras_from_pointmaps(maps["points"], maps["conf"], None, align=False)
         t2 = time.perf_counter()
-        aligned = _global_alignment(sol, device=maps["points"].device)
+        aligned = _global_alignment(sol, False, maps["points"].device, None)
         sync()
         t3 = time.perf_counter()
-        _photometric(aligned, batch.rgb[b], maps["points"].device)
+        _photometric(aligned, batch.rgb[b], maps["points"].device, None)
         sync()
         t4 = time.perf_counter()
         if b:

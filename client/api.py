@@ -139,17 +139,21 @@ class Client:
             os.unlink(tmp)
 
     def wait(self, job_id: str, on_progress: Optional[ProgressFn] = None, poll_s: float = 0.25,
-             timeout: Optional[float] = None, should_cancel: Optional[Callable[[], bool]] = None) -> dict:
-        """Block until the job ends; return its final state when done.
+             timeout: Optional[float] = None, should_cancel: Optional[Callable[[], bool]] = None, *,
+             job: Optional[dict] = None) -> dict:
+        """Block until the job ends; return its final state when done. The one poll loop of
+        the client: :class:`client.jobs.JobHandle` runs it in its thread.
 
         Raises JobFailed / JobCancelled for those end states, BackendCrashed if the process
         died, TimeoutError after ``timeout`` seconds. ``on_progress(job_dict)`` is called after
-        every poll; ``should_cancel()`` returning True sends a cancel (once).
+        every poll; ``should_cancel()`` returning True sends a cancel (once). ``job``: the job
+        as last seen (``submit``'s answer), which stands in for the first poll.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         cancel_sent = False
-        while True:
+        if job is None:
             job = self.job(job_id)
+        while True:
             if on_progress is not None:
                 on_progress(job)
             if job["state"] == "done":
@@ -164,6 +168,7 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
+            job = self.job(job_id)
 
 
 def _error_message(r: requests.Response) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .errors import JobCancelled, JobFailed, ParallaxError
+from .errors import JobCancelled, ParallaxError
 
 PHASES = ("starting_backend", "uploading", "queued", "running", "downloading", "done", "failed", "cancelled")
 END_PHASES = ("done", "failed", "cancelled")
@@ -107,7 +107,6 @@ class JobHandle:
             raise JobCancelled(job_id or "(not submitted)", "cancelled before it reached the server")
 
     def _run(self) -> None:
-        job_id = None
         try:
             client = self._client
             if self.backend is not None:
@@ -125,22 +124,13 @@ class JobHandle:
             self._check_cancel()
             job = client.submit(self.task, ids, self.params)
             job_id = job["id"]
-            cancel_sent = False
-            while True:
-                self._set(phase=job["state"] if job["state"] in ("queued", "running") else self._snap.phase,
-                          progress=float(job["progress"]), stage=job["stage"], eta_s=job.get("eta_s"),
-                          job_id=job_id, message=job.get("message", ""))
-                if job["state"] == "done":
-                    break
-                if job["state"] == "failed":
-                    raise JobFailed(job_id, job.get("message") or "unknown error")
-                if job["state"] == "cancelled":
-                    raise JobCancelled(job_id, job.get("message", ""))
-                if self._cancel.is_set() and not cancel_sent:
-                    client.cancel(job_id)
-                    cancel_sent = True
-                time.sleep(self.poll_s)
-                job = client.job(job_id)
+
+            def progress(state: dict) -> None:
+                phase = state["state"] if state["state"] in ("queued", "running") else self._snap.phase
+                self._set(phase=phase, progress=float(state["progress"]), stage=state["stage"],
+                          eta_s=state.get("eta_s"), job_id=job_id, message=state.get("message", ""))
+
+            client.wait(job_id, on_progress=progress, poll_s=self.poll_s, should_cancel=self._cancel.is_set, job=job)
             self._set(phase="downloading", stage="downloading the result")
             bundle_dir = client.download_bundle(job_id, self.out_dir / f"{self.task}-{job_id}")
             self._set(phase="done", progress=1.0, stage="done", eta_s=None, bundle_dir=bundle_dir)

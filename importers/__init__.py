@@ -8,7 +8,6 @@ into one collection named after the bundle; importing the same bundle again repl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -19,27 +18,11 @@ from . import camera as camera_importer
 from . import plate as plate_importer
 from . import points as points_importer
 from .conventions import camera_pose_blender, floor_alignment, transform_points, world_transform
+from .options import ImportOptions
 
 __all__ = ["ImportOptions", "import_bundle", "BundleError", "collection_name"]
 
 FRAME_START = 1
-
-
-@dataclass
-class ImportOptions:
-    scale: float = 1.0
-    align_to_floor: bool = False
-    plate_distance: float = 0.0  # 0: behind the points
-    point_size: float = 0.0  # 0: 1.5 pixels, or 1/300 of the viewing distance in world units
-    size_in_pixels: bool = True  # point_size in pixels of the point's own frame
-    conf_threshold: float = 0.0
-    show_all_frames: bool = False
-    point_color: str = "IMAGE"  # IMAGE, CONFIDENCE or MARKER
-    max_points_per_frame: int = 0  # 0: all; else an even subsample of each frame
-    import_plate: bool = True
-    camera_background: bool = True
-    import_points: bool = True
-    set_scene: bool = True  # fps, frame range, resolution, active camera, view transform
 
 
 def collection_name(bundle_path: str | Path) -> str:

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import backend, jobs
+from . import jobs
 from .import_bundle import PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display
 
 classes = (PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display) + jobs.classes
@@ -14,6 +14,5 @@ def register():
 
 
 def unregister():
-    jobs.unregister_timers()
-    backend.stop()
+    jobs.unregister_timers()  # cancels a running job too
     _unregister()

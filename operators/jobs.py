@@ -9,19 +9,17 @@ mode timers do not run, so the operator waits for the job instead.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import tempfile
 import types
 from pathlib import Path
 from typing import Optional
 
 import bpy
-from bpy.props import IntProperty, StringProperty, BoolProperty
+from bpy.props import BoolProperty, StringProperty
 
-from .. import client
-from ..importers import ImportOptions, import_bundle
-from . import backend
+from .. import backend_link, client
+from ..importers import import_bundle
+from ..importers.options import options_from
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot"}
@@ -65,18 +63,12 @@ def results_dir() -> Path:
     return Path(tempfile.gettempdir()) / "parallax-bundles"
 
 
-def import_options(scene) -> ImportOptions:
-    s = scene.parallax
-    return ImportOptions(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ImportOptions)
-                            if hasattr(s, f.name)})
-
-
 def start(context, task: str, inputs, params: dict, wait: bool = False) -> client.JobSnapshot | None:
     """Start ``task``; block until it ends when ``wait`` (returns the final snapshot).
     Raises ValueError / client.ParallaxError with a message for the user."""
     if Job.running():
         raise ValueError("a Parallax job is already running; cancel it first")
-    kw = backend.target(context)
+    kw = backend_link.target(context)
     Job.handle = client.start_job(task, inputs, params, out_dir=results_dir(), **kw)
     Job.task, Job.scene, Job.error, Job.snapshot = task, context.scene.name, "", Job.handle.poll()
     if wait:
@@ -118,7 +110,7 @@ def finish() -> client.JobSnapshot:
     if snap.phase == "done":
         scene = bpy.data.scenes.get(Job.scene) or bpy.context.scene
         try:
-            coll = import_bundle(types.SimpleNamespace(scene=scene), snap.bundle_dir, import_options(scene))
+            coll = import_bundle(types.SimpleNamespace(scene=scene), snap.bundle_dir, options_from(scene.parallax))
             Job.collection = coll.name
         except Exception as e:  # a bad bundle: say so, keep the files for inspection
             Job.error = f"the result could not be imported: {e} (bundle kept at {snap.bundle_dir})"
@@ -128,8 +120,8 @@ def finish() -> client.JobSnapshot:
     _redraw()
     if Job.error and not bpy.app.background:
         _popup(Job.error)
-    if Job.task == "solve" or Job.error:
-        backend.refresh_health()  # the backend is up (or restarted next job): refresh what it offers
+    if Job.task == "solve" or Job.error or backend_link.Health.data is None:
+        backend_link.refresh_health()  # the backend is up (or restarted next job): refresh what it offers
     return snap
 
 
@@ -156,7 +148,7 @@ def _popup(message: str) -> None:
 def redraw_timer() -> Optional[float]:
     """While a health check or an environment build runs, keep the UI showing its progress."""
     _redraw()
-    return 0.5 if (backend.Health.checking or backend.EnvBuild.state == "running") else None
+    return 0.5 if (backend_link.Health.checking or backend_link.EnvBuild.state == "running") else None
 
 
 def _watch():
@@ -208,7 +200,8 @@ class PARALLAX_OT_solve_camera(_JobOperator, bpy.types.Operator):
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        engine = self.engine or (s.solve_engine if s.solve_engine != "DEFAULT" else backend.prefs(context).default_engine)
+        default = backend_link.prefs(context).default_engine
+        engine = self.engine or (s.solve_engine if s.solve_engine != "DEFAULT" else default)
         params = {"engine": engine, "stride": s.solve_stride}
         if s.solve_max_frames:
             params["max_frames"] = s.solve_max_frames
@@ -223,7 +216,8 @@ class PARALLAX_OT_generate_shot(_JobOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return not Job.running() and backend.task_status("generate")[0] is True
+        # Unknown (not asked yet) counts as offered: the click starts the backend and asks it.
+        return not Job.running() and backend_link.task_status("generate")[0] is not False
 
     def execute(self, context):
         s = context.scene.parallax
@@ -257,9 +251,9 @@ class PARALLAX_OT_check_backend(bpy.types.Operator):
     bl_label = "Check Backend"
 
     def execute(self, context):
-        backend.refresh_health(context, wait=bpy.app.background)
-        if backend.Health.error and not backend.Health.checking:
-            self.report({"ERROR"}, backend.Health.error)
+        backend_link.refresh_health(context, wait=bpy.app.background)
+        if backend_link.Health.error and not backend_link.Health.checking:
+            self.report({"ERROR"}, backend_link.Health.error)
             return {"CANCELLED"}
         _watch()
         return {"FINISHED"}
@@ -277,7 +271,7 @@ class PARALLAX_OT_release_memory(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            backend.release_memory(context)
+            backend_link.release_memory(context)
         except client.ParallaxError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -294,14 +288,14 @@ class PARALLAX_OT_create_backend_env(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return backend.EnvBuild.state != "running"
+        return backend_link.EnvBuild.state != "running"
 
     def execute(self, context):
-        refusal = backend.online_refusal("Creating the backend environment (pip)")
+        refusal = backend_link.online_refusal("Creating the backend environment (pip)")
         if refusal:
             self.report({"ERROR"}, refusal)
             return {"CANCELLED"}
-        backend.EnvBuild.start(backend.env_dir(create=True), wait=bpy.app.background)
+        backend_link.EnvBuild.start(backend_link.env_dir(create=True), wait=bpy.app.background)
         _watch()
         return {"FINISHED"}
 

@@ -1,15 +1,11 @@
 """Add-on preferences (backend settings) and per-scene settings (task inputs, import options)."""
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, PointerProperty, StringProperty
 
-from ..importers.points import COLOR_MODE_ITEMS
-
-
-def addon_package() -> str:
-    # The add-on's package: "parallax" as a legacy add-on, "bl_ext.<repo>.parallax" as an
-    # extension. AddonPreferences.bl_idname must be exactly this.
-    return __package__.rsplit(".", 1)[0]
+from ..backend_link import EnvBuild, env_dir
+from ..importers.options import with_import_options
+from ..package import addon_package
 
 
 class ParallaxPreferences(bpy.types.AddonPreferences):
@@ -52,8 +48,6 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
         layout.operator("parallax.release_memory", icon="TRASH")
 
     def draw_env(self, layout):
-        from ..operators.backend import EnvBuild, env_dir
-
         box = layout.box()
         row = box.row()
         row.label(text=f"Backend environment: {env_dir()}")
@@ -71,30 +65,10 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
                 col.label(text=line[-160:])
 
 
+@with_import_options  # scale, align_to_floor, ...: one property per ImportOptions field
 class ParallaxSceneSettings(bpy.types.PropertyGroup):
     bundle_path: StringProperty(name="Bundle", subtype="FILE_PATH",
                                 description="Result bundle folder (bundle.json inside) or .zip")
-    scale: FloatProperty(name="Scale", default=1.0, min=1e-6, soft_max=100.0,
-                         description="Multiply reconstructed lengths (results have arbitrary scale)")
-    align_to_floor: BoolProperty(name="Align to Floor", default=False,
-                                 description="Rotate and move the result so its dominant ground plane is Z = 0")
-    point_size: FloatProperty(name="Point Size", default=0.0, min=0.0, soft_max=20.0,
-                              description="Point diameter, in pixels or in scene units; 0 picks one")
-    size_in_pixels: BoolProperty(name="Size in Pixels", default=True,
-                                 description="Point Size in pixels of each point's own frame (dense maps); "
-                                             "off: in scene units (sparse points)")
-    conf_threshold: FloatProperty(name="Min Confidence", default=0.0, min=0.0,
-                                  description="Hide points below this confidence")
-    show_all_frames: BoolProperty(name="Show All Frames", default=False,
-                                  description="Show every frame's points at once (static scenes)")
-    point_color: EnumProperty(name="Point Colour", default="IMAGE", items=COLOR_MODE_ITEMS)
-    max_points_per_frame: IntProperty(name="Max Points per Frame", default=0, min=0,
-                                      description="Keep an even subsample of each frame's points; 0 keeps all")
-    import_plate: BoolProperty(name="Image Plane", default=True,
-                               description="Footage on a plane parented to the camera")
-    camera_background: BoolProperty(name="Camera Background", default=True,
-                                     description="Footage as the camera's background image")
-    import_points: BoolProperty(name="Points", default=True)
 
     # Job inputs: they stay as they are whatever happens to the job.
     solve_source: StringProperty(name="Clip", subtype="FILE_PATH",

@@ -39,7 +39,7 @@ def enable_addon():
     if mod is None:
         raise SystemExit("could not enable the Parallax add-on")
     import importlib
-    return (importlib.import_module("parallax.operators.jobs"), importlib.import_module("parallax.operators.backend"),
+    return (importlib.import_module("parallax.operators.jobs"), importlib.import_module("parallax.backend_link"),
             importlib.import_module("parallax.backend.bundle"))
 
 

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def seeds_for(split: str, count: int, seed: int) -> list[int]:
-    from .scene import heldout_seeds, sample_train_seeds
+    from .splits import heldout_seeds, sample_train_seeds
 
     if split == "heldout":
         return heldout_seeds(count, start=seed)
@@ -58,7 +58,8 @@ def contact_sheet(rgb: np.ndarray, frames_shown: int = 4, pad: int = 2) -> np.nd
 
 def main(args) -> int:
     from ..bundle import encode_png, write_bundle
-    from .synth import clip_ground_truth, clip_to_bundle, render_batch
+    from .synth import render_batch
+    from .to_bundle import clip_ground_truth, clip_to_bundle
 
     intr = None
     given = [getattr(args, k) for k in ("fx", "fy", "cx", "cy")]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scene import KINDS, PATTERNS, SceneSpec, sample_scene
+from .materials import PATTERNS
+from .primitives import KINDS
+from .scene import SceneSpec, sample_scene
 
 
-def materials(spec: SceneSpec) -> list:
+def spec_materials(spec: SceneSpec) -> list:
+    """One material per primitive, then the floor, walls and ceiling: the packed row order."""
     return [p.material for p in spec.prims] + [spec.floor, spec.walls, spec.ceiling_material]
 
 
@@ -68,7 +71,7 @@ def pack_arrays(specs: list[SceneSpec], tex_index: dict | None) -> dict:
             pos[b, :, i] = p.pos
             moving[b, i] = p.moving
             radius2[b, i] = (p.radius * 1.001 + 1e-4) ** 2
-        for j, m in enumerate(materials(s)[:len(s.prims)]):
+        for j, m in enumerate(spec_materials(s)[:len(s.prims)]):
             mats[b, j] = _pack_material(m, tex_index)
         for j, m in enumerate((s.floor, s.walls, s.ceiling_material)):
             mats[b, N + j] = _pack_material(m, tex_index)
@@ -98,7 +101,7 @@ def pack_arrays(specs: list[SceneSpec], tex_index: dict | None) -> dict:
 
 def remap_photos(arrays: dict, specs: list[SceneSpec], tex_index: dict) -> None:
     """In place: photo slots packed with ``tex_index=None`` -> slots in the batch's atlas."""
-    lut = {m.photo_index: tex_index[m.photo] for s in specs for m in materials(s) if m.pattern == "photo"}
+    lut = {m.photo_index: tex_index[m.photo] for s in specs for m in spec_materials(s) if m.pattern == "photo"}
     if not lut:
         return
     mat = arrays["mat_rows"]

@@ -1,42 +1,78 @@
-"""Camera engines: turn a clip into a result bundle of cameras (and sparse points).
+"""Camera engines (the *solver* role): a clip in, a result bundle of cameras (and points) out.
 
-Every engine is a class with a ``name`` and a method
-``solve(frames, progress=None, **options) -> backend.bundle.Bundle`` where ``frames`` is a list
-of (H, W, 3) uint8 images or a source path (video, image folder) and ``progress`` is an
-optional ``callable(fraction, stage)``; returning ``False`` from it cancels the solve
-(:class:`Cancelled` is raised at the next check).
+Every engine is a class with a ``name`` and
+``solve(frames, progress=None, *, start, stride, max_frames, **options) -> backend.bundle.Bundle``,
+where ``frames`` is a list of (H, W, 3) uint8 images, a list of image paths or a video /
+image-folder path, and ``progress`` is a :class:`backend.runtime.Progress` (or a plain
+``callback(fraction, label)``); a cancel raises :class:`backend.runtime.Cancelled`.
 
-Engines are listed here by import path and imported only when asked for, so listing them is
-cheap and an engine's heavy dependencies (pycolmap, torch) load only when it runs. Adding an
-engine is one line in :data:`ENGINES`.
+The registry below is typed and in process: an :class:`EngineSpec` holds the engine's options
+model (validated before any work starts) and a loader that imports its module only when the
+engine is built, so listing engines is cheap and pycolmap or torch load only when one runs.
+Adding an engine is one ``register(EngineSpec(...))``.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable, Optional
 
-from .base import Cancelled, EngineError, NothingRegistered, TooFewFrames
-
-# name -> "module:Class", the module relative to this package
-ENGINES = {
-    "colmap": ".colmap:ColmapEngine",
-    "unified": "..pipelines.v2c:UnifiedEngine",
-}
-
-__all__ = ["ENGINES", "Cancelled", "EngineError", "NothingRegistered", "TooFewFrames", "get_engine", "solve"]
+from .base import EngineError, NothingRegistered, TooFewFrames
+from .options import ColmapOptions, EngineOptions, UnifiedOptions
 
 
-def get_engine(name: str, **init_options):
-    """Instantiate the engine called ``name`` (importing its module now)."""
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    description: str
+    load: Callable[[], type]  # imports and returns the engine class
+    options: type[EngineOptions]
+    requires: tuple[str, ...] = ()  # Python modules it needs at run time (checked for /v1/health)
+
+    def unavailable_reason(self) -> Optional[str]:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return f"missing Python module(s): {', '.join(missing)}" if missing else None
+
+    def build(self, **init):
+        return self.load()(**init)
+
+
+ENGINES: dict[str, EngineSpec] = {}
+
+
+def register(spec: EngineSpec) -> None:
+    ENGINES[spec.name] = spec
+
+
+def get_spec(name: str) -> EngineSpec:
     try:
-        target = ENGINES[name]
+        return ENGINES[name]
     except KeyError:
         raise EngineError(f"unknown engine {name!r}; available: {', '.join(sorted(ENGINES))}") from None
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name, __package__)
-    return getattr(module, class_name)(**init_options)
 
 
-def solve(engine: str, frames, progress=None, **options):
-    """``get_engine(engine).solve(frames, progress, **options)``."""
-    return get_engine(engine).solve(frames, progress=progress, **options)
+def get_engine(name: str, **init):
+    """Build the engine called ``name`` (importing its module now)."""
+    return get_spec(name).build(**init)
+
+
+def _colmap() -> type:
+    from .colmap import ColmapEngine
+
+    return ColmapEngine
+
+
+def _unified() -> type:
+    from ..pipelines.v2c import UnifiedEngine
+
+    return UnifiedEngine
+
+
+register(EngineSpec("colmap", "structure from motion with pycolmap (SIFT, GLOMAP or incremental mapping)",
+                    _colmap, ColmapOptions, requires=("pycolmap", "PIL")))
+register(EngineSpec("unified", "the unified model's V2C: point maps of model windows, aligned",
+                    _unified, UnifiedOptions, requires=("torch", "diffusers", "safetensors")))
+
+__all__ = ["ENGINES", "EngineError", "EngineSpec", "NothingRegistered", "TooFewFrames", "get_engine", "get_spec",
+           "register"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import sys
 import time
 
-from . import ENGINES, Cancelled, EngineError, get_engine
+from pydantic import ValidationError
+
+from ..runtime import Cancelled
+from . import ENGINES, EngineError, get_spec
 
 
 def add_arguments(parser) -> None:
@@ -34,10 +37,11 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     try:
-        options = _options(args)
-        engine = get_engine(args.engine)
+        spec = get_spec(args.engine)
+        selection, options = _options(args, spec.options)
+        engine = spec.build()
         t0 = time.perf_counter()
-        bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **options)
+        bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **selection, **options)
         from ..bundle import write_bundle, zip_bundle
 
         out = write_bundle(bundle, args.out)
@@ -66,8 +70,11 @@ def main(args) -> int:
     return 0
 
 
-def _options(args) -> dict:
-    options = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames, "fps": args.fps}
+def _options(args, options_model) -> tuple[dict, dict]:
+    """(frame selection, engine options) from the flags; the options checked by the engine's
+    typed model, as the service checks them."""
+    selection = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames}
+    options = {"fps": args.fps}
     if args.engine == "colmap":
         options["mapper"] = args.mapper
     if args.engine == "unified":
@@ -78,7 +85,11 @@ def _options(args) -> dict:
         except ValueError:
             raise ValueError(f"--intrinsics must be four numbers FX,FY,CX,CY, got {args.intrinsics!r}") from None
         options["K"] = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
-    return options
+    try:
+        typed = options_model.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as e:
+        raise ValueError("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+    return selection, typed.model_dump(exclude_unset=True)
 
 
 def _printer():

@@ -27,7 +27,8 @@ import numpy as np
 from ..bundle import Bundle, CameraFrame, PointFrame
 from ..io_video import as_frames, read_frames
 from .colmap_select import pick, read_verified_matches
-from .base import Cancelled, EngineError, NothingRegistered, Progress, TooFewFrames
+from ..runtime import Cancelled, Progress
+from .base import EngineError, NothingRegistered, TooFewFrames
 
 MIN_FRAMES = 3
 # Frames smaller than this (larger side, px) get a lower SIFT contrast threshold: at COLMAP's
@@ -64,7 +65,8 @@ class ColmapEngine:
               seed: int = 0, num_threads: int = -1, mapper_threads: int = 1,
               workdir: Optional[os.PathLike] = None, verbose: bool = False) -> Bundle:
         """Solve the cameras of ``frames`` (list of (H, W, 3) uint8, a list of image paths, or a
-        video / image-folder path). ``progress(fraction, stage)`` returning False cancels.
+        video / image-folder path). ``progress``: a :class:`backend.runtime.Progress` or a plain
+        ``callback(fraction, label)`` (returning False cancels).
 
         Options:
           K: known intrinsics, 3x3 (or (F, 3, 3), all equal) in our convention; they are held
@@ -100,7 +102,7 @@ class ColmapEngine:
             mapper = "incremental"  # pycolmap older than 3.12 has no GLOMAP
         if not verbose:
             pycolmap.logging.minloglevel = 3  # COLMAP logs much (even "errors" we report ourselves)
-        prog = Progress(progress, STAGES)
+        prog = Progress.of(progress).staged(STAGES)
 
         prog.stage("load")
         frames, indices, clip_fps, source_name = _load(frames, start, stride, max_frames)
@@ -115,11 +117,10 @@ class ColmapEngine:
             if database.exists():
                 database.unlink()
 
-            prog.stage("write")
             names = [f"{i:06d}.png" for i in range(n)]
-            _write_images(frames, images, names, prog)
+            _write_images(frames, images, names, prog.stage("write"))
 
-            prog.stage("features")
+            step = prog.stage("features")
             reader = pycolmap.ImageReaderOptions()
             if K_fixed is not None:
                 reader.camera_model = "PINHOLE"
@@ -136,10 +137,10 @@ class ColmapEngine:
                 peak_threshold = SMALL_FRAME_PEAK_THRESHOLD
             if peak_threshold is not None:
                 extraction.sift.peak_threshold = peak_threshold
-            _run(prog, pycolmap.extract_features, database, images, image_names=names,
+            _run(step, pycolmap.extract_features, database, images, image_names=names,
                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
 
-            prog.stage("matching")
+            step = prog.stage("matching")
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
@@ -154,7 +155,7 @@ class ColmapEngine:
                 pairing.quadratic_overlap = quadratic
                 if quadratic and 2 ** (pairing.overlap - 1) <= overlap:
                     break
-                _run(prog, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+                _run(step, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
                      verification_options=verification, seed=seed, at=k / 2)
 
             if K_fixed is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
@@ -163,9 +164,9 @@ class ColmapEngine:
                 # short clips with small baselines do not correct it in bundle adjustment.
                 calibration = pycolmap.ViewGraphCalibrationOptions()
                 calibration.random_seed = seed
-                _run(prog, pycolmap.calibrate_view_graph, database, calibration, seed=seed, cancellable=False)
+                _run(step, pycolmap.calibrate_view_graph, database, calibration, seed=seed, cancellable=False)
 
-            prog.stage("mapping")
+            step = prog.stage("mapping")
             runs = ["global", "incremental"] if mapper == "auto" else [mapper]
             tried = {}
             for k, name in enumerate(runs):
@@ -174,7 +175,7 @@ class ColmapEngine:
                     break  # GLOMAP placed every frame
                 out = sparse / name
                 out.mkdir(exist_ok=True)
-                tried[name] = _map(pycolmap, prog, name, database, images, out, K_fixed is not None, seed,
+                tried[name] = _map(pycolmap, step, name, database, images, out, K_fixed is not None, seed,
                                    mapper_threads, n, k, len(runs))
             best = pick(tried, read_verified_matches(pycolmap, database)) if any(tried.values()) else None
 
@@ -244,15 +245,18 @@ def _write_images(frames, folder: Path, names, prog: Progress) -> None:
 
     for k, (frame, name) in enumerate(zip(frames, names)):
         Image.fromarray(frame).save(folder / name, compress_level=1)
-        prog.report((k + 1) / len(frames))
+        prog((k + 1) / len(frames))
 
 
 # ----------------------------------------------------------------------------------------
 # Running pycolmap with progress and cancel
 
 
-def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at: float = 0.0, **kwargs):
+def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at: float = 0.0,
+         pending: Optional[list] = None, **kwargs):
     """Run a blocking pycolmap call in a worker thread while polling the progress callback.
+    ``at`` is the fraction of ``prog`` reported meanwhile, or ``pending[0]`` once a COLMAP
+    callback has set it (how far the mapper got).
 
     pycolmap releases the GIL while it works, so the caller's callback keeps being asked
     (every 0.25 s) whether to go on; a ``False`` trips COLMAP's cancellation token, and the
@@ -272,13 +276,12 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
         except BaseException as e:  # re-raised in the caller's thread
             error["value"] = e
 
-    prog.pending = None  # set by callbacks that know how far COLMAP got
     thread = threading.Thread(target=work, name=f"colmap-{fn.__name__}", daemon=True)
     thread.start()
     try:
         while thread.is_alive():
             thread.join(0.25)
-            prog.report(prog.pending if prog.pending is not None else at)
+            prog(pending[0] if pending and pending[0] is not None else at)
     except Cancelled:
         if token is not None:
             token.cancel()
@@ -295,20 +298,19 @@ def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_int
          threads: int, n: int, k: int, runs: int) -> dict:
     """One mapper's models (dict id -> Reconstruction; empty when it found none)."""
     if mapper == "global":
-        prog.pending = None
         options = _global_options(pycolmap, fixed_intrinsics, seed, threads)
         models = _run(prog, pycolmap.global_mapping, database, images, out, options, seed=seed, cancellable=False,
                       at=k / runs)
     else:
         options = _incremental_options(pycolmap, fixed_intrinsics, seed, threads)
-        placed = [0]
+        placed, pending = [0], [None]
 
         def next_image():  # called by COLMAP's thread after each registration
             placed[0] += 1
-            prog.pending = (k + min(placed[0] / n, 1.0)) / runs
+            pending[0] = (k + min(placed[0] / n, 1.0)) / runs
 
         models = _run(prog, pycolmap.incremental_mapping, database, images, out, options, seed=seed,
-                      next_image_callback=next_image, at=k / runs)
+                      next_image_callback=next_image, at=k / runs, pending=pending)
     return dict(models or {})
 
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--data", choices=DATA, default="heldout",
                    help="heldout: synthetic held-out seeds rendered now; cycles: the Cycles set in --root; "
                         "hololens: hololens-000 windows (strides 1,2,4,8 from frames 0,120,240)")
-    v.add_argument("--root", help="cycles: the folder backend.data.cycles_set wrote; hololens: the clip folder")
+    v.add_argument("--root", help="cycles: the folder tools.cycles_set wrote; hololens: the clip folder")
     v.add_argument("--clips", type=int, help="number of clips/windows (default: heldout 32, cycles/hololens all)")
     v.add_argument("--start", type=int, default=0, help="heldout: first held-out seed offset")
     v.add_argument("--frames", type=int, default=16, help="heldout: frames per clip")

@@ -14,22 +14,14 @@ class EvalError(ValueError):
 
 
 def resolve_device(name: str | None) -> str:
-    """``None`` -> "cuda" when available, else "cpu"; a CUDA device that is not there is an error."""
-    import torch
+    """``None`` -> "cuda" when available, else "cpu" (``backend.runtime.pick_device``); a device
+    that is not here is an EvalError."""
+    from ..runtime import pick_device
 
-    if not name:
-        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise EvalError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvalError(f"--device {name}: CUDA is not available in this environment (torch {torch.__version__})")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise EvalError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type not in ("cpu", "cuda"):
-        raise EvalError(f"--device {name}: only cpu and cuda are supported")
-    return str(dev)
+        return str(pick_device(name))
+    except ValueError as e:
+        raise EvalError(f"--{e}") from None
 
 
 def _parse_value(value: str):

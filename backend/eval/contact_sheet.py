@@ -1,6 +1,6 @@
 """A contact sheet of T2V videos: one row of evenly spaced frames per prompt, the prompt below.
 
-Prompts come from the synthetic engine's caption generator (``backend.data.scene.make_caption``
+Prompts come from the synthetic engine's caption generator (``backend.data.captions.make_caption``
 on held-out scene descriptions with a different camera motion each), so every word is one the
 tiny model was trained on.
 """
@@ -26,7 +26,9 @@ TEXT_LINES = 3
 
 def sheet_prompts(count: int, start: int = 0) -> list[str]:
     """``count`` captions in the caption generator's words, each with its own camera motion."""
-    from ..data.scene import heldout_seeds, make_caption, sample_scene
+    from ..data.captions import make_caption
+    from ..data.scene import sample_scene
+    from ..data.splits import heldout_seeds
 
     if count < 1:
         raise EvalError("--prompts must be at least 1")

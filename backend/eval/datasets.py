@@ -1,9 +1,9 @@
 """Clip sources for the V2C evaluation: each yields :class:`EvalClip` (frames + true cameras).
 
-- ``heldout``: the synthetic engine's fixed held-out seeds (``backend.data.scene.heldout_seeds``,
+- ``heldout``: the synthetic engine's fixed held-out seeds (``backend.data.splits.heldout_seeds``,
   the split ``python -m backend synth --split heldout`` writes), rendered once in memory by the
   torch ray caster, optionally with photo textures;
-- ``cycles``: the same seeds rendered by Blender Cycles (``backend.data.cycles_set``), read from
+- ``cycles``: the same seeds rendered by Blender Cycles (``tools.cycles_set``), read from
   the folder it wrote;
 - ``hololens``: 16-frame windows of the real hololens-000 clip (``benchmarks/v2c_real.py``'s
   protocol: strides 1, 2, 4, 8 from frames 0, 120, 240) against the headset's tracking.
@@ -26,7 +26,7 @@ SHARED_CANDIDATES = (REPO.parent / "shared", REPO / "shared", Path("/work/shared
 HOLOLENS = "hololens-000"
 HOLOLENS_STARTS = (0, 120, 240)
 HOLOLENS_STRIDES = (1, 2, 4, 8)
-CYCLES_HOWTO = (".venv-blender/bin/python -m backend.data.cycles_set --count 32 --out DIR "
+CYCLES_HOWTO = (".venv-blender/bin/python -m tools.cycles_set --count 32 --out DIR "
                 "--textures ../shared/textures   (Blender Cycles on the CPU: ~42 s per clip on 2 cores; "
                 "add --device OPTIX or CUDA on a GPU host)")
 
@@ -73,7 +73,7 @@ def find_textures(choice: Optional[str]) -> Optional[Path]:
 def heldout_clips(count: int, frames: int = 16, height: int = 128, width: int = 128, textures=None,
                   start: int = 0, device: str = "cpu", batch: int = 8) -> Iterator[EvalClip]:
     """The first ``count`` held-out seeds (from offset ``start``), rendered ``batch`` at a time."""
-    from ..data.scene import heldout_seeds
+    from ..data.splits import heldout_seeds
     from ..data.synth import render_batch
 
     if count < 1:
@@ -91,7 +91,7 @@ def heldout_clips(count: int, frames: int = 16, height: int = 128, width: int = 
 
 
 # ----------------------------------------------------------------------------------------
-# The Cycles domain-shift set (bundles written by backend.data.cycles_set)
+# The Cycles domain-shift set (bundles written by tools.cycles_set)
 
 
 def cycles_folders(root: Optional[str]) -> list[Path]:

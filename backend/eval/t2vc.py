@@ -25,7 +25,7 @@ def heldout_prompts(count: int, start: int = 0, frames: int = 16, size: int = 64
     """[(seed, caption)] of the first ``count`` held-out seeds. Captions name only what the
     renderer showed, so the clips are rendered (at the training resolution, no photo textures:
     the captions the model was trained on)."""
-    from ..data.scene import heldout_seeds
+    from ..data.splits import heldout_seeds
     from ..data.synth import render_batch
 
     out = []

@@ -10,7 +10,6 @@ seconds per clip (wall time of ``solve``; loading the model is timed apart).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import time
@@ -18,7 +17,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from ..engines import ENGINES, EngineError, get_engine
+from ..engines import ENGINES, EngineError
 from ..geometry.metrics import pairwise_metrics
 from .common import EvalError, fmt, unified_model
 
@@ -37,26 +36,18 @@ def check_engines(names: str) -> list[str]:
     return engines
 
 
-def engine_class(name: str):
-    """The class the registry names, imported the way ``get_engine`` imports it."""
-    from .. import engines
-
-    module_name, _, class_name = ENGINES[name].partition(":")
-    return getattr(importlib.import_module(module_name, engines.__name__), class_name)
-
-
 def make_engine(name: str, device: Optional[str] = None, model: Optional[str] = None):
     """The engine, given ``device`` / ``model_path`` only where its constructor takes them (colmap
     takes neither), and its one-time load seconds: a model is loaded now, not in the first clip."""
     from ..pipelines.common import LazyModel
 
-    cls = engine_class(name)
+    cls = ENGINES[name].load()
     params = inspect.signature(cls).parameters
     init = {k: v for k, v in (("device", device), ("model_path", model)) if v is not None and k in params}
     t0 = time.perf_counter()
     if issubclass(cls, LazyModel):  # an engine on the unified model: the process's one loaded copy
         init["model"] = unified_model(model, device or "cpu")
-    engine = get_engine(name, **init)
+    engine = cls(**init)
     if hasattr(type(engine), "model"):  # a LazyModel engine: load the weights now
         engine.model
     return engine, time.perf_counter() - t0

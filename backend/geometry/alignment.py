@@ -26,35 +26,32 @@ reference frame from its similarity, of other frames by PnP-RANSAC; depth from t
 
 Every iteration is a handful of batched tensor operations over all views (``AlignmentProblem``:
 residuals in each view's frame camera, one batched matmul; ~100 ops forward + backward + fused
-Adam): no Python loop over edges. On CUDA the whole step is captured once as a CUDA graph and
-replayed, one launch per iteration (the loop is launch-bound at point-map sizes like 64x64).
+Adam): no Python loop over edges. Adam runs in ``optim.run_adam``: on CUDA the whole step is
+captured once as a CUDA graph and replayed, one launch per iteration (the loop is launch-bound at
+point-map sizes like 64x64).
+
+This module holds the graphs (``star_graph``, ``pair_graph``, ``window_graph``), the settings
+(``Intrinsics``, ``AlignmentLoss``, ``Initialisation``; Adam's are ``optim.AdamSettings``), the
+initialisation, the loss (``AlignmentProblem``) and ``global_align`` -> ``AlignmentResult``.
 """
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from ..runtime import Progress
 from .cameras import default_principal_point, intrinsics_matrix, invert_pose, pixel_grid, transform_points
 from .focal import estimate_focal
+from .optim import AdamSettings, run_adam
 from .pnp import pose_from_pointmap_pnp
 from .procrustes import umeyama
 from .rotations import make_transform, matrix_to_quat
 
 FOCAL_BREAK = 20.0  # DUSt3R: focal = exp(theta / 20), so Adam moves log-focal 20x slower
-
-
-class AlignmentCancelled(RuntimeError):
-    """The progress callback returned False; raised so a cancelled job never yields a half result."""
-
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-        super().__init__(f"global alignment cancelled at iteration {iteration}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,6 +94,64 @@ def window_graph(n_frames: int, window: int, stride: int) -> tuple[torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------------
+# Settings (DUSt3R's cloud_opt splits them the same way: the camera model and confidence
+# threshold live on the optimiser object, the initialisation and Adam's schedule are arguments
+# of compute_global_alignment). Defaults are DUSt3R's; frozen so a default instance is shared.
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """What is known about the cameras' intrinsics and what the optimisation may change.
+
+    focal: known focal(s) in pixels (scalar or (F,)); estimated from the point maps when None.
+    optimize_focal: False keeps the initial (given or estimated) focal fixed.
+    shared_focal: one focal for all frames (the median of the estimates).
+    principal_point: (cx, cy) or (F, 2) pixels, fixed; None: the image centre.
+    """
+
+    focal: Union[float, torch.Tensor, None] = None
+    optimize_focal: bool = True
+    shared_focal: bool = False
+    principal_point: Union[Sequence[float], torch.Tensor, None] = None
+
+
+@dataclass(frozen=True)
+class AlignmentLoss:
+    """The terms of the loss and their weights (module docstring).
+
+    conf_transform: "log" weighs each pixel by log(C) of DUSt3R-style confidences C >= 1;
+      "none" takes the confidences as weights.
+    w_focal_smooth, w_transl_smooth: weights of JOG3R's L_fl and L_tranl (0 = off). In this
+      module's units (median depth 1, focal / image size) w_transl_smooth ~0.03 and
+      w_focal_smooth ~1 halve the trajectory error on jittery 16-frame clips (see the tests).
+    extra(state) -> scalar, added every iteration (how the Geo4D terms of ``geo4d`` join: its
+      disparity, ray-trajectory and smoothness terms); state holds differentiable "depth"
+      (F, H, W), "focal" (F,), "c2w" (F, 4, 4), "points" (F, H, W, 3), in the optimisation's own
+      world (median initial depth 1; frame 0 not yet the identity). extra_params: the term's own
+      leaf tensors (requires_grad, on the alignment's device), optimised by the same Adam.
+    """
+
+    conf_transform: str = "log"
+    w_focal_smooth: float = 0.0
+    w_transl_smooth: float = 0.0
+    extra: Optional[Callable[[dict], torch.Tensor]] = None
+    extra_params: Sequence[torch.Tensor] = ()
+
+
+@dataclass(frozen=True)
+class Initialisation:
+    """How the groups are registered before the optimisation (module docstring).
+
+    order: "mst" (Prim's maximum spanning tree over group confidence) or "sequential".
+    min_conf: raw confidence below which pixels are ignored by the registration and PnP (DUSt3R's
+      C > 3), unless that leaves a view with under 1% of its pixels; None: keep every pixel.
+    """
+
+    order: str = "mst"
+    min_conf: Optional[float] = 3.0
+
+
+# ---------------------------------------------------------------------------------------------
 # Result
 
 
@@ -120,19 +175,6 @@ class AlignmentResult:
     def K(self) -> torch.Tensor:
         pp = self.principal_point
         return intrinsics_matrix(self.focal, self.focal, pp[:, 0], pp[:, 1])
-
-    def camera_frames(self, scale_to: tuple[int, int] | None = None) -> list:
-        """Bundle ``CameraFrame``s (OpenCV c2w, pixels). ``scale_to=(height, width)`` rescales the
-        intrinsics from the point-map resolution to the bundle's frames."""
-        from ..bundle import CameraFrame
-        from .cameras import resize_intrinsics
-
-        K = self.K
-        if scale_to is not None:
-            H, W = self.depth.shape[-2:]
-            K = resize_intrinsics(K, scale_to[1] / W, scale_to[0] / H)
-        return [CameraFrame(index=i, c2w=self.c2w[i].numpy(), fx=float(K[i, 0, 0]), fy=float(K[i, 1, 1]),
-                            cx=float(K[i, 0, 2]), cy=float(K[i, 1, 2])) for i in range(len(K))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,15 +277,6 @@ def initialise(points, weights, frame, group, n_frames, principal_point, focal=N
 
 # ---------------------------------------------------------------------------------------------
 # Optimisation
-
-
-def _lr_at(it, n_iters, lr, lr_min, schedule):
-    t = it / max(n_iters - 1, 1)
-    if schedule == "cosine":
-        return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t)) / 2
-    if schedule == "linear":
-        return lr + (lr_min - lr) * t
-    return lr
 
 
 # R(q) of a unit quaternion q = (w, x, y, z) is a linear map of its outer product q q^T:
@@ -366,139 +399,33 @@ class AlignmentProblem:
         return loss
 
 
-def _make_adam(leaves, lr, betas, **kw) -> torch.optim.Optimizer:
-    """Fused Adam (two kernels per step, CPU and CUDA) where the parameters allow it: the fused
-    kernel needs contiguous parameters (measured: a strided one is updated at wrong addresses on
-    the CPU) of a floating dtype it supports; otherwise the per-tensor loop."""
-    if all(p.is_contiguous() for p in leaves):
-        try:
-            return torch.optim.Adam(leaves, lr=lr, betas=tuple(betas), fused=True, **kw)
-        except (RuntimeError, ValueError):  # e.g. an extra parameter of a dtype the fused kernel lacks
-            pass
-    return torch.optim.Adam(leaves, lr=lr, betas=tuple(betas), **kw)
-
-
-def _optimise_eager(loss_fn, leaves, lrs, betas, callback) -> torch.Tensor:
-    optim = _make_adam(leaves, lrs[0] if lrs else 0.0, betas)
-    losses = torch.zeros(len(lrs), dtype=leaves[0].dtype, device=leaves[0].device)
-    for it, lr_it in enumerate(lrs):
-        for group_ in optim.param_groups:
-            group_["lr"] = lr_it
-        optim.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        loss.backward()
-        optim.step()
-        losses[it] = loss.detach()
-        if callback is not None and callback(it, len(lrs), float(loss.detach())) is False:
-            raise AlignmentCancelled(it)
-    return losses
-
-
-def _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) -> Optional[torch.Tensor]:
-    """The eager loop's iterations as replays of one captured CUDA graph (PyTorch's whole-network
-    capture: warm up on a side stream, capture forward + backward + fused capturable Adam). The
-    learning rate and the loss log live on the device and are indexed by an iteration counter
-    the graph itself advances, so an iteration is exactly one graph launch. Returns the losses,
-    or None (parameters untouched, with a warning) when capture fails."""
-    device = leaves[0].device
-    n = len(lrs)
-    snapshot = [p.detach().clone() for p in leaves]
-    try:
-        lr_sched = torch.tensor(lrs, dtype=torch.float32, device=device)  # the fused kernel reads a float32 lr
-        lr_t = lr_sched[0].clone()
-        it_t = torch.zeros(1, dtype=torch.long, device=device)
-        losses = torch.zeros(n, dtype=leaves[0].dtype, device=device)
-        optim = torch.optim.Adam(leaves, lr=lr_t, betas=tuple(betas), fused=True, capturable=True)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up: Adam's state, autograd and cuBLAS workspaces
-            for _ in range(3):
-                optim.zero_grad(set_to_none=True)
-                loss_fn().backward()
-                optim.step()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        optim.zero_grad(set_to_none=True)  # the captured backward then writes fresh gradients
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA
-            lr_t.copy_(lr_sched.index_select(0, it_t).reshape(()))
-            loss = loss_fn()
-            loss.backward()
-            optim.step()
-            losses.index_copy_(0, it_t, loss.detach().reshape(1))
-            it_t.add_(1)
-    except Exception as e:  # capture is strict (no host syncs, no host-to-device copies...)
-        warnings.warn(f"Adam: CUDA graph capture failed ({type(e).__name__}: {e}); "
-                      "running the eager loop", RuntimeWarning, stacklevel=3)
-        with torch.no_grad():
-            for p, v in zip(leaves, snapshot):
-                p.copy_(v)
-                p.grad = None
-        return None
-    with torch.no_grad():  # undo the warm-up: initial parameters, fresh Adam moments and step count
-        for p, v in zip(leaves, snapshot):
-            p.copy_(v)
-        for state in optim.state.values():
-            for v in state.values():
-                if torch.is_tensor(v):
-                    v.zero_()
-        it_t.zero_()
-    for it in range(n):
-        graph.replay()
-        if callback is not None and callback(it, n, float(losses[it])) is False:
-            raise AlignmentCancelled(it)
-    for p in leaves:
-        p.grad = None
-    return losses
-
-
-def run_adam(loss_fn, leaves, lrs, betas=(0.9, 0.9), callback=None, cuda_graph: bool = False
-             ) -> tuple[torch.Tensor, bool]:
-    """Minimise ``loss_fn()`` over ``leaves`` with Adam, one iteration per entry of ``lrs``: as
-    replays of one captured CUDA graph when ``cuda_graph`` (falling back to the eager loop if
-    capture fails), else eagerly. ``callback(it, n, loss)`` returning False raises
-    :class:`AlignmentCancelled`. Returns (losses per iteration, whether the graph ran)."""
-    losses = _optimise_cuda_graph(loss_fn, leaves, lrs, betas, callback) if cuda_graph else None
-    if losses is not None:
-        return losses, True
-    return _optimise_eager(loss_fn, leaves, lrs, betas, callback), False
-
-
 def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, group: torch.Tensor, *,
-                 mask: torch.Tensor | None = None, n_frames: int | None = None,
-                 principal_point=None, focal=None, optimize_focal: bool = True, shared_focal: bool = False,
-                 conf_transform: str = "log", init: str = "mst", init_min_conf: float | None = 3.0,
-                 w_focal_smooth: float = 0.0, w_transl_smooth: float = 0.0,
-                 n_iters: int = 300, lr: float = 0.01, lr_min: float = 1e-6, schedule: str = "cosine",
-                 betas=(0.9, 0.9), callback: Callable[[int, int, float], Optional[bool]] | None = None,
-                 extra_loss: Callable[[dict], torch.Tensor] | None = None, extra_params: Sequence[torch.Tensor] = (),
-                 device=None, dtype=torch.float32, cuda_graph: bool | None = None) -> AlignmentResult:
+                 mask: Optional[torch.Tensor] = None, n_frames: Optional[int] = None,
+                 intrinsics: Intrinsics = Intrinsics(), loss: AlignmentLoss = AlignmentLoss(),
+                 init: Initialisation = Initialisation(), adam: AdamSettings = AdamSettings(),
+                 progress=None, device=None, dtype=torch.float32, cuda_graph: Optional[bool] = None) -> AlignmentResult:
     """Globally align V point maps of F frames (see the module docstring for the model).
 
     pointmaps (V, H, W, 3): view v = frame ``frame[v]`` in the camera of its group's reference
-      frame (the group's first view). confidence (V, H, W): DUSt3R-style (>= 1) with
-      ``conf_transform="log"``, or plain weights with ``"none"``. mask (V, H, W) bool: pixels to use.
-    frame, group (V,) long: see ``star_graph``, ``pair_graph``, ``window_graph``.
-    principal_point: (cx, cy) or (F, 2) pixels, fixed; default the image centre.
-    focal: known focal(s) in pixels (scalar or (F,)); estimated when None. optimize_focal=False
-      keeps it fixed. shared_focal: one focal for all frames.
-    init: "mst" (maximum spanning tree over group confidence) or "sequential".
-    init_min_conf: raw confidence below which pixels are ignored by the initialisation (DUSt3R's
-      C > 3), unless that leaves a view with under 1% of its pixels.
-    w_focal_smooth, w_transl_smooth: weights of JOG3R's L_fl and L_tranl (0 = off). In this
-      module's units (median depth 1, focal / image size) w_transl_smooth ~0.03 and
-      w_focal_smooth ~1 halve the trajectory error on jittery 16-frame clips (see the tests).
-    callback(it, n_iters, loss) after every iteration; returning False raises AlignmentCancelled.
-    extra_loss(state) -> scalar, added every iteration (how the Geo4D pipeline adds its disparity,
-      ray-trajectory and smoothness terms from ``geo4d``); state holds differentiable "depth"
-      (F, H, W), "focal" (F,), "c2w" (F, 4, 4), "points" (F, H, W, 3), in the optimisation's own
-      world (median initial depth 1; frame 0 not yet the identity). extra_params: the term's own
-      leaf tensors (requires_grad, on ``device``), optimised by the same Adam.
+      frame (the group's first view). confidence (V, H, W): DUSt3R-style (>= 1), or plain weights
+      with ``AlignmentLoss(conf_transform="none")``. mask (V, H, W) bool: pixels to use.
+    frame, group (V,) long: see ``star_graph``, ``pair_graph``, ``window_graph``. n_frames: F
+      (default: the largest frame index + 1).
+    intrinsics, loss, init: see :class:`Intrinsics`, :class:`AlignmentLoss`, :class:`Initialisation`.
+    adam: iterations and learning-rate schedule (``optim.AdamSettings``; DUSt3R's 300 iterations,
+      lr 0.01 cosine to 1e-6).
+    progress: a :class:`~backend.runtime.Progress`, a ``callback(fraction, label)`` or None;
+      ``step(it, n_iters)`` every ``optim.REPORT_EVERY`` iterations, unlabelled (name the work
+      in the span you pass); a cancel raises :class:`~backend.runtime.Cancelled`. The loss of
+      every iteration is in the result.
     Runs on ``device`` (default: the device of ``pointmaps``) in ``dtype``.
     cuda_graph: on CUDA, record one optimisation step (forward, backward, Adam) as a CUDA graph and
       replay it: one launch per iteration instead of ~130 (the loop is launch-bound at small sizes).
-      None: whenever there is no ``extra_loss`` (whose ops may not be capturable). Falls back to
+      None: whenever there is no ``loss.extra`` (whose ops may not be capturable). Falls back to
       the eager loop, with a warning, if capture fails. ``AlignmentResult.cuda_graph`` tells.
     """
+    progress = Progress.of(progress)
+    progress.check()
     device = torch.device(device) if device is not None else pointmaps.device
     t_start = time.perf_counter()
     V, H, W = pointmaps.shape[:3]
@@ -514,25 +441,26 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     if mask is not None:
         valid &= mask.cpu().bool()
     P64 = torch.where(valid[..., None], P64, torch.zeros_like(P64))
-    if conf_transform == "log":
+    if loss.conf_transform == "log":
         w64 = conf64.clamp_min(1.0).log()
-    elif conf_transform == "none":
+    elif loss.conf_transform == "none":
         w64 = conf64.clamp_min(0.0)
     else:
-        raise ValueError(f"conf_transform must be 'log' or 'none', not {conf_transform!r}")
+        raise ValueError(f"conf_transform must be 'log' or 'none', not {loss.conf_transform!r}")
     w64 = torch.where(valid, w64, torch.zeros_like(w64))
     init_w = w64
-    if init_min_conf is not None:
-        keep = (conf64 > init_min_conf) & valid
+    if init.min_conf is not None:
+        keep = (conf64 > init.min_conf) & valid
         enough = keep.flatten(1).sum(-1) >= 0.01 * H * W
         init_w = torch.where(enough[:, None, None] & ~keep, torch.zeros_like(w64), w64)
 
-    if principal_point is None:
-        principal_point = default_principal_point(H, W)
-    pp = torch.as_tensor(principal_point, dtype=torch.float64).expand(F, 2).clone()
+    pp = intrinsics.principal_point
+    pp = default_principal_point(H, W) if pp is None else pp
+    pp = torch.as_tensor(pp, dtype=torch.float64).expand(F, 2).clone()
 
-    init_state = initialise(P64, w64, frame, group, F, pp, focal=focal, mode=init, init_weights=init_w)
-    if shared_focal:
+    init_state = initialise(P64, w64, frame, group, F, pp, focal=intrinsics.focal, mode=init.order,
+                            init_weights=init_w)
+    if intrinsics.shared_focal:
         init_state["focal"] = init_state["focal"].median().expand(F).clone()
 
     # World units: median initial depth = 1 (keeps the temporal weights unit-free).
@@ -555,37 +483,38 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
         "g_log_scale": log_s0.to(**opts),
     }
     log_focal0 = FOCAL_BREAK * init_state["focal"].log()
-    params["focal_param"] = (log_focal0[:1] if shared_focal else log_focal0).to(**opts)
+    params["focal_param"] = (log_focal0[:1] if intrinsics.shared_focal else log_focal0).to(**opts)
     # Own, contiguous leaves: .to() returns its input when nothing changes (float64 on the CPU), and
     # "centre" would then be a strided view into c2w0, updated in place by Adam (the fused kernel
     # assumes contiguous parameters).
     params = {k: v.clone(memory_format=torch.contiguous_format) for k, v in params.items()}
-    trainable = [k for k in params if k != "focal_param" or (optimize_focal)]
+    trainable = [k for k in params if k != "focal_param" or intrinsics.optimize_focal]
     for k in trainable:
         params[k].requires_grad_(True)
 
-    problem = AlignmentProblem.build(P64, w64, frame, group, pp, F, base_log_scale, w_focal_smooth,
-                                     w_transl_smooth, **opts)
+    problem = AlignmentProblem.build(P64, w64, frame, group, pp, F, base_log_scale, loss.w_focal_smooth,
+                                     loss.w_transl_smooth, **opts)
 
     def model():
         return problem.model(params)
 
+    extra = loss.extra
+
     def loss_fn():
-        loss = problem.loss(params)
-        if extra_loss is not None:
+        total = problem.loss(params)
+        if extra is not None:
             focal_f, depth, world, R, _, _ = model()
             state = {"depth": depth.reshape(F, H, W), "focal": focal_f, "c2w": make_transform(R, params["centre"]),
                      "points": world.reshape(F, H, W, 3)}
-            loss = loss + extra_loss(state)
-        return loss
+            total = total + extra(state)
+        return total
 
-    leaves = [params[k] for k in trainable] + list(extra_params)
-    lrs = [_lr_at(it, n_iters, lr, lr_min, schedule) for it in range(n_iters)]
-    use_graph = cuda_graph if cuda_graph is not None else extra_loss is None
-    use_graph = bool(use_graph) and device.type == "cuda" and n_iters > 0
+    leaves = [params[k] for k in trainable] + list(loss.extra_params)
+    use_graph = cuda_graph if cuda_graph is not None else extra is None
+    use_graph = bool(use_graph) and device.type == "cuda" and adam.n_iters > 0
     _sync(device)
     t_opt = time.perf_counter()
-    losses, graph_used = run_adam(loss_fn, leaves, lrs, betas, callback, cuda_graph=use_graph)
+    losses, graph_used = run_adam(loss_fn, leaves, adam, progress=progress, cuda_graph=use_graph)
 
     _sync(device)
     t_done = time.perf_counter()

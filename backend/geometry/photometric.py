@@ -14,7 +14,7 @@ its scale and the focal stay the network's; only the poses move (frame 0 is the 
 ``refine_cameras(frames, depth, weights, K, c2w)`` -> :class:`PhotometricResult`. Adam on a
 rotation vector and a centre offset (in units of the median depth) per frame, a Cauchy-type
 robust cost (occlusions, moving objects, leaving the image); the iterations run as one captured
-CUDA graph on a GPU, through the optimiser the global alignment uses.
+CUDA graph on a GPU, through the optimiser the global alignment uses (``optim.run_adam``).
 """
 
 from __future__ import annotations
@@ -22,19 +22,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .alignment import run_adam
+from ..runtime import Progress
 from .cameras import depth_to_pointmap, project
+from .optim import AdamSettings, run_adam
 from .rotations import axis_angle_to_matrix
 
 OFFSETS = (1, 2, 4, 8)  # frame pairs (i, i + k), both directions
 SIGMAS = (2.0, 1.0, 0.5)  # blur pyramid, coarse to fine (pixels of the frames given)
 ITERS_PER_LEVEL = 80
 LR = 2e-3  # radians / median depths per step
+BETAS = (0.9, 0.99)
 ROBUST = 0.05  # colour difference (sum over RGB, 0..1 images) at which the cost turns logarithmic
 
 
@@ -110,15 +112,19 @@ class _WarpProblem:
 def refine_cameras(frames: torch.Tensor, depth: torch.Tensor, weights: torch.Tensor, K: torch.Tensor,
                    c2w: torch.Tensor, *, offsets: Sequence[int] = OFFSETS, sigmas: Sequence[float] = SIGMAS,
                    iters_per_level: int = ITERS_PER_LEVEL, lr: float = LR, robust: float = ROBUST,
-                   device=None, cuda_graph: Optional[bool] = None,
-                   callback: Optional[Callable[[int, int, float], Optional[bool]]] = None) -> PhotometricResult:
+                   device=None, cuda_graph: Optional[bool] = None, progress=None) -> PhotometricResult:
     """Refine the poses of a clip by photometric consistency between its frames.
 
     frames: (F, H, W, 3) uint8 or float in [0, 1]; depth: (F, H, W) each frame's z in its own
     camera (the units of ``c2w``); weights: (F, H, W) >= 0, 0 for pixels to ignore (sky, low
     confidence); K: (3, 3) pixels of these frames; c2w: (F, 4, 4) initial cameras.
-    ``callback(it, n, loss)`` returning False raises ``AlignmentCancelled`` (as the alignment).
+    progress: a :class:`~backend.runtime.Progress`, a ``callback(fraction, label)`` or None;
+    ``step(it, n)`` every ``optim.REPORT_EVERY`` iterations, unlabelled (name the work in the
+    span you pass); a cancel raises :class:`~backend.runtime.Cancelled`. Adam at a constant ``lr``, ``iters_per_level``
+    iterations per blur level (one Adam state across the levels).
     """
+    progress = Progress.of(progress)
+    progress.check()
     t0 = time.perf_counter()
     n = depth.shape[0]
     if n < 2:
@@ -142,17 +148,17 @@ def refine_cameras(frames: torch.Tensor, depth: torch.Tensor, weights: torch.Ten
     centre = torch.zeros(n, 3, dtype=dt, device=device, requires_grad=True)
     total = iters_per_level * len(pyramid)
 
-    def step_callback(it: int, n_it: int, loss: float):
+    def next_level(it: int):  # a device-side copy between iterations: no host sync
         level = (it + 1) // iters_per_level
         if (it + 1) % iters_per_level == 0 and level < len(pyramid):
             with torch.no_grad():
                 target.copy_(pyramid[level])
-        return callback(it, n_it, loss) if callback is not None else None
 
     use_graph = (cuda_graph if cuda_graph is not None else True) and device.type == "cuda" and total > 0
     t1 = time.perf_counter()
-    losses, graph_used = run_adam(lambda: problem.loss(rotvec, centre, target), [rotvec, centre], [lr] * total,
-                                  betas=(0.9, 0.99), callback=step_callback, cuda_graph=use_graph)
+    losses, graph_used = run_adam(lambda: problem.loss(rotvec, centre, target), [rotvec, centre],
+                                  AdamSettings(n_iters=total, lr=lr, schedule="constant", betas=BETAS),
+                                  progress=progress, after_step=next_level, cuda_graph=use_graph)
     with torch.no_grad():
         R, c = problem.poses(rotvec, centre)
     out = c2w64.clone()

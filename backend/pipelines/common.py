@@ -1,45 +1,17 @@
-"""Helpers shared by the unified-model pipelines: progress/cancel, timing, resizing, loading."""
+"""Helpers shared by the unified-model pipelines: frames in, resizing, the lazily loaded model.
+
+Progress, cancel and the device choice are the runtime's (``backend.runtime``)."""
 
 from __future__ import annotations
 
 import os
-import time
-from contextlib import contextmanager
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Progress = Optional[Callable[[float, str], Optional[bool]]]
-
-
-class Cancelled(Exception):
-    """Raised when a progress callback returns False."""
-
-
-def report(progress: Progress, fraction: float, stage: str) -> None:
-    if progress is not None and progress(float(min(max(fraction, 0.0), 1.0)), stage) is False:
-        raise Cancelled(f"cancelled during {stage}")
-
-
-class Timer:
-    """Collects wall time per stage (seconds), synchronising CUDA so GPU work is counted."""
-
-    def __init__(self, device=None):
-        self.timings: dict[str, float] = {}
-        self.cuda = device is not None and torch.device(device).type == "cuda"
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        yield
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
-
+from ..runtime import pick_device
 
 def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     """(F, H, W, 3) uint8 -> (F, size, size, 3) uint8 (area filter; the tiny model is square)."""
@@ -67,12 +39,6 @@ def as_frames(frames, start: int = 0, stride: int = 1, max_frames: Optional[int]
         raise ValueError(f"stride must be >= 1 and start >= 0 (got stride {stride}, start {start})")
     t = t[start::stride]
     return (t[:max_frames] if max_frames else t).to(torch.uint8)
-
-
-def pick_device(device=None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class LazyModel:

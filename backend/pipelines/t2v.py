@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import LazyModel, Progress, Timer, report, resize_frames
+from ..runtime import Progress
+from .common import LazyModel, resize_frames
 from .v2c import GEOMETRY_T, PHOTOMETRIC
 
 
@@ -35,17 +36,17 @@ class T2VPipeline(LazyModel):
     @torch.no_grad()
     def __call__(self, prompt: str, frames: int | None = None, steps: int = 25, guidance: float = 5.0,
                  seed: int = 0, camera: bool = True, geometry_t: float = GEOMETRY_T, keyframes: dict | None = None,
-                 progress: Progress = None) -> dict:
+                 progress=None) -> dict:
         """Returns {"video": (F, S, S, 3) uint8, "geometry": maps of the null row or None,
         "timings": {...}, "forwards": number of network passes}."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         from ..models.autoencoder import codec_for, frames_to_tensor, tensor_to_frames
 
-        timer = Timer(self.device)
+        progress = Progress.of(progress, device=self.device)
         if self._model is None:  # a served pipeline is loaded once: no backwards "loading" stage
-            report(progress, 0.0, "loading model")
-        with timer("load"):
+            progress(0.0, "loading model")
+        with progress.timed("load"):
             model = self.model
         cfg = model.config
         n = int(frames or cfg.num_frames)
@@ -54,7 +55,7 @@ class T2VPipeline(LazyModel):
         dev = next(model.parameters()).device
         codec = codec_for(cfg, dev)
         S = cfg.sample_size
-        with timer("text"):
+        with progress.timed("text"):
             hidden, mask = self.text.encode([prompt]) if prompt and guidance != 0 else (None, None)
         g = torch.Generator(device=dev).manual_seed(seed)
         x = torch.randn((1, cfg.in_channels, n, S, S), generator=g, device=dev)
@@ -74,11 +75,11 @@ class T2VPipeline(LazyModel):
         cond = hidden is not None
         geo, forwards = None, 0
         for i, t in enumerate(sched.timesteps):
-            report(progress, 0.05 + 0.85 * i / steps, f"denoising {i + 1}/{steps}")  # raises Cancelled on False
+            progress(0.05 + 0.85 * i / steps, f"denoising {i + 1}/{steps}")  # raises Cancelled when asked
             last = i == len(sched.timesteps) - 1
             xin = torch.cat([x, x]) if cond else x
             fm = frame_mask.expand(xin.shape[0], n)
-            with timer("network"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with progress.timed("network"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(xin, t.expand(xin.shape[0]), hidden.expand(2, -1, -1) if cond else None,
                             mask.expand(2, -1) if cond else None, frame_mask=fm,
                             drop_caption=torch.tensor([False, True], device=dev) if cond else None,
@@ -93,48 +94,41 @@ class T2VPipeline(LazyModel):
             x = sched.step(v, t, x).prev_sample
             if given is not None:
                 x[:, :, given[0]] = given[1]
-        report(progress, 0.92, "decoding")
-        with timer("decode"):
+        progress(0.92, "decoding")
+        with progress.timed("decode"):
             video = tensor_to_frames(codec.decode(x))[0].cpu()
             if given is not None:  # exact pixels of the keyframes (no resampling round trip)
                 video[given[0].cpu()] = resize_frames(frames_px, video.shape[1])
-        return {"video": video, "geometry": geo, "timings": timer.timings, "forwards": forwards}
+        return {"video": video, "geometry": geo, "timings": dict(progress.timings), "forwards": forwards}
 
 
 def generate_bundle(pipe: T2VPipeline, prompt: str, frames=None, seed=0, camera=True, steps=25, guidance=5.0,
-                    progress: Progress = None):
-    """Run T2V(+C) and package the result as a ``generate`` Bundle."""
-    from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame
-    from .v2c import solve_window
+                    keyframes=None, progress=None):
+    """Run T2V(+C) and package the result as a ``generate`` Bundle. ``keyframes``: frame index
+    -> (S, S, 3) uint8 image given clean (interpolation)."""
+    from ..bundle import Bundle
+    from .assemble import camera_frames, pointmap_parts
+    from .pointmap_cameras import cameras_from_pointmaps
 
-    res = pipe(prompt, frames=frames, seed=seed, camera=camera, steps=steps, guidance=guidance, progress=progress)
+    progress = Progress.of(progress, device=pipe.device)
+    res = pipe(prompt, frames=frames, seed=seed, camera=camera, steps=steps, guidance=guidance,
+               keyframes=keyframes, progress=progress)
     video = res["video"]
     n, S = video.shape[0], video.shape[1]
     b = Bundle(task="generate", width=S, height=S, frame_count=n, fps=8.0, engine="unified",
                model_id=pipe.model_id, frames=list(video.numpy()),
                source={"prompt": prompt, "seed": seed, "steps": steps, "guidance": guidance})
-    timings = dict(res["timings"])
     if camera and res["geometry"] is not None:
-        report(progress, 0.95, "cameras")
-        t = Timer(pipe.device)
-        with t("alignment"):
+        progress(0.95, "cameras")
+        with progress.timed("alignment"):
             pts = res["geometry"]["points"]
-            sol = solve_window(pts, res["geometry"]["conf"],  # V2C's cameras, photometric refinement included
-                               frames=resize_frames(video, pts.shape[1]).to(pts.device) if PHOTOMETRIC else None)
-        timings.update(t.timings)
-        f = float(sol["K"][0, 0])
-        b.cameras = [CameraFrame(i, sol["c2w"][i].numpy(), f, f, (S - 1) / 2, (S - 1) / 2) for i in range(n)]
-        conf = sol["conf"]
-        pts = sol["points"]
-        b.points, b.depth = [], []
-        for i in range(n):
-            keep = conf[i] > 1.5
-            b.points.append(PointFrame(pts[i][keep].numpy(), video[i][keep].numpy(), conf[i][keep].numpy().astype(np.float16)))
-            c2w = sol["c2w"][i].float()
-            depth = ((pts[i] - c2w[:3, 3]) @ c2w[:3, :3])[..., 2]
-            b.depth.append(DepthFrame(depth.clamp_min(0).numpy(), conf[i].numpy().astype(np.float16)))
-        b.scores["confidence"] = float(conf.mean())
-    b.timings = {k: round(v, 4) for k, v in timings.items()}
+            sol = cameras_from_pointmaps(pts, res["geometry"]["conf"],  # V2C's cameras, photometric refinement included
+                                         frames=resize_frames(video, pts.shape[1]).to(pts.device) if PHOTOMETRIC else None)
+        f, c = float(sol["K"][0, 0]), (S - 1) / 2  # one focal, centred: the square frames' own camera
+        b.cameras = camera_frames(sol["c2w"], torch.tensor([[f, 0, c], [0, f, c], [0, 0, 1.0]], dtype=torch.float64))
+        b.points, b.depth = pointmap_parts(sol["c2w"], sol["points"], sol["conf"], video)
+        b.scores["confidence"] = float(sol["conf"].mean())
+    b.timings = {k: round(v, 4) for k, v in progress.timings.items()}
     b.scores["forwards"] = res["forwards"]
-    report(progress, 1.0, "done")
+    progress(1.0, "done")
     return b

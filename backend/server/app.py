@@ -26,7 +26,8 @@ from .. import __version__
 from .config import ServerConfig
 from .errors import ApiError, format_validation
 from .jobs import JobQueue
-from .tasks import TaskRegistry, engines_status
+from .tasks import TaskRegistry
+from .tasks.solve import engines_status
 from .uploads import IMAGE_EXTS, VIDEO_EXTS, UploadStore
 
 API_VERSION = 1
@@ -148,9 +149,12 @@ class DeviceProbe:
         try:
             import torch
 
+            from ..runtime import pick_device
+
             facts = {"requested": self.requested, "status": "ready", "torch": torch.__version__, "gpu": None}
-            if self.requested != "cpu" and torch.cuda.is_available():
-                index = torch.device(self.requested if self.requested.startswith("cuda") else "cuda").index or 0
+            dev = pick_device(self.requested)  # the device the pipelines will pick
+            if dev.type == "cuda":
+                index = dev.index or 0
                 props = torch.cuda.get_device_properties(index)
                 facts.update(name=f"cuda:{index}", gpu={"name": props.name, "memory_total": props.total_memory})
             else:

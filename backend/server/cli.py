@@ -9,7 +9,7 @@ its own (stdout, flushed) once it accepts connections.
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import ipaddress
 import os
 import sys
@@ -40,8 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--keep-uploads", type=int, default=ret.keep_uploads, help="uploads kept (default %(default)s)")
     p.add_argument("--keep-hours", type=float, default=ret.max_age_s / 3600,
                    help="remove finished jobs and uploads older than this (default %(default).0f)")
-    p.add_argument("--task", action="append", default=[], metavar="NAME=MODULE:ATTR",
-                   help="register an extra task: a backend.server.tasks.Task object (plugins, tests)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE and register the backend.server.tasks.Task objects in its "
+                        "PARALLAX_TASKS list (plugins, tests)")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="exit when the process with this id ends (the add-on passes Blender's)")
     p.add_argument("--insecure-no-token", action="store_true",
@@ -67,7 +68,7 @@ def main(args) -> int:
 
     from .app import create_app
     from .config import Limits, Retention, ServerConfig
-    from .tasks import Task, default_registry, import_entry
+    from .tasks import Task, default_registry
 
     data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "parallax" / "server")
     config = ServerConfig(
@@ -78,13 +79,17 @@ def main(args) -> int:
                             max_age_s=args.keep_hours * 3600),
     )
     registry = default_registry()
-    for spec in args.task:
-        name, _, entry = spec.partition("=")
-        task = import_entry(entry)
-        if not isinstance(task, Task):
-            print(f"error: --task {spec}: {entry} is not a Task", file=sys.stderr)
+    for module_name in args.plugin:
+        try:
+            tasks = list(getattr(importlib.import_module(module_name), "PARALLAX_TASKS"))
+        except (ImportError, AttributeError, TypeError) as e:
+            print(f"error: --plugin {module_name}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
-        registry.register(dataclasses.replace(task, name=name))
+        for task in tasks:
+            if not isinstance(task, Task):
+                print(f"error: --plugin {module_name}: {task!r} is not a Task", file=sys.stderr)
+                return 2
+            registry.register(task)
 
     app = create_app(config, registry)
     server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,

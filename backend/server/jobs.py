@@ -35,7 +35,8 @@ from ..bundle import Bundle, read_bundle, write_bundle, zip_bundle
 from . import memory, retention
 from .config import ServerConfig
 from .errors import ApiError, format_validation
-from .tasks import JobCancelled, JobContext, TaskRegistry
+from ..runtime import Cancelled, Progress
+from .tasks import JobContext, TaskRegistry
 from .uploads import META_NAME as UPLOAD_META, UploadStore, is_id, new_id
 
 log = logging.getLogger("parallax.server")
@@ -62,7 +63,6 @@ class Job:
     started: Optional[float] = None
     finished: Optional[float] = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    cancel_notified: bool = False
 
     def eta_s(self, now: float) -> Optional[float]:
         """Remaining seconds from the average pace so far (None until there is a pace)."""
@@ -282,16 +282,16 @@ class JobQueue:
         work.mkdir(exist_ok=True)
         bundle_dir = job.dir / "bundle"
         ctx = JobContext(job_id=job.id, inputs=[self.uploads.get(u) for u in job.inputs],
-                         params=job.params_obj, work_dir=work, progress=self._progress_fn(job),
+                         params=job.params_obj, work_dir=work,
+                         progress=Progress(self._progress_fn(job), is_cancelled=job.cancel_event.is_set),
                          cache=self._caches.setdefault(job.task, {}), limits=self.limits,
                          cancel_event=job.cancel_event, device=self.config.device)
         final, message = "failed", ""
         try:
             if any(u is None or not u.path.is_file() for u in ctx.inputs):
                 raise ValueError("an input upload of this job is gone from the server; upload it again")
-            result = task.resolve()(ctx)
-            if job.cancel_event.is_set():
-                raise JobCancelled()
+            result = task.run(ctx)
+            ctx.progress.check()  # cancelled as the pipeline returned: no bundle
             with self._lock:
                 job.stage = "writing bundle"
             if isinstance(result, Bundle):
@@ -304,7 +304,7 @@ class JobQueue:
                                 "expected a Bundle or a bundle directory")
             zip_bundle(bundle_dir, job.dir / BUNDLE_ZIP)
             final = "done"
-        except JobCancelled:
+        except Cancelled:
             final, message = "cancelled", "cancelled by request"
         except ValueError as e:  # pipelines raise ValueError with a message for the user
             message = str(e) or type(e).__name__
@@ -319,8 +319,8 @@ class JobQueue:
             if bundle_dir.parent == job.dir:
                 shutil.rmtree(bundle_dir, ignore_errors=True)
         with self._lock:
-            # Cancelled while zipping, or a pipeline that stopped with its own exception
-            # (e.g. engines.Cancelled) after the progress callback returned False.
+            # Cancelled while zipping, or a pipeline that turned the Cancelled it saw into an
+            # error of its own.
             if job.cancel_event.is_set():
                 final, message = "cancelled", "cancelled by request"
             if final != "done":
@@ -328,11 +328,9 @@ class JobQueue:
             self._finish(job, final, message)
 
     def _progress_fn(self, job: Job):
+        """The job's progress callback: records fraction and stage; False once cancelled."""
         def progress(fraction: float, stage: Optional[str] = None) -> bool:
             if job.cancel_event.is_set():
-                if job.cancel_notified:  # the pipeline ignored the first False
-                    raise JobCancelled()
-                job.cancel_notified = True
                 return False
             try:
                 f = float(fraction)

@@ -42,7 +42,7 @@ def _seed_range(step: int, rank: int, world: int, batch: int) -> list[int]:
 
 def train_seeds(step: int, rank: int, world: int, batch: int) -> list[int]:
     """Distinct seeds per (step, process); the engine's held-out range starts at 1e9, far above."""
-    from ..data.scene import is_heldout
+    from ..data.splits import is_heldout
 
     seeds = _seed_range(step, rank, world, batch)
     assert not any(is_heldout(s) for s in seeds), "training seed ran into the held-out split"

@@ -18,10 +18,11 @@ import torch
 
 def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, device=None, start: int = 0,
              cameras: str | None = None, photometric: bool | None = None) -> dict:
-    from ..data.scene import heldout_seeds
+    from ..data.splits import heldout_seeds
     from ..data.synth import render_batch
     from ..geometry.metrics import pairwise_metrics
-    from ..pipelines.v2c import CAMERAS, PHOTOMETRIC, predict_window, solve_window
+    from ..pipelines.pointmap_cameras import cameras_from_pointmaps
+    from ..pipelines.v2c import CAMERAS, PHOTOMETRIC, predict_window
 
     cameras = cameras or CAMERAS
     photometric = PHOTOMETRIC if photometric is None else photometric
@@ -37,9 +38,9 @@ def evaluate(model, clips: int = 24, known_k: bool = False, align: bool = True, 
             t0 = time.perf_counter()
             maps = predict_window(model, batch.rgb[b])
             K = batch.K[b, 0].double().cpu() if known_k else None
-            sol = solve_window(maps["points"], maps["conf"], K, align=align,
-                               rays=maps["rays"] if cameras == "rays" else None,
-                               frames=batch.rgb[b] if photometric else None)
+            sol = cameras_from_pointmaps(maps["points"], maps["conf"], K, align=align,
+                                         rays=maps["rays"] if cameras == "rays" else None,
+                                         frames=batch.rgb[b] if photometric else None)
             secs.append(time.perf_counter() - t0)
             rows.append(pairwise_metrics(sol["c2w"], batch.c2w[b].double().cpu()))
             gt = batch.points[b].float()
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     a = p.parse_args(argv)
     from ..models import load_model
-    from ..pipelines.common import pick_device
+    from ..runtime import pick_device
 
     model = load_model(a.model, device=pick_device(a.device))
     for cams in (["rays", "points"] if a.cameras == "both" else [a.cameras]):

@@ -18,12 +18,12 @@ import pytest
 from backend.bundle import read_bundle
 from client import BackendProcess, Client, run_job, start_job
 from client.errors import BackendCrashed, BackendStartError, JobCancelled, RequestRejected
-from backend_tests.test_server_helpers import ECHO_SPEC, REPO, STEP_X, make_video
+from backend_tests.test_server_helpers import ECHO_PLUGIN, REPO, STEP_X, make_video
 
 
 def new_backend(tmp: Path, *extra: str) -> BackendProcess:
     return BackendProcess(sys.executable, root=REPO, startup_timeout=60,
-                          extra_args=["--device", "cpu", "--data-dir", str(tmp), "--task", ECHO_SPEC, *extra])
+                          extra_args=["--device", "cpu", "--data-dir", str(tmp), *ECHO_PLUGIN, *extra])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from backend.data import captions as cap
 from backend.data import scene as sc
 from backend.data.synth import render_batch
 
@@ -20,15 +21,15 @@ def _phrases(table):
 def test_captions_name_only_visible_objects_and_real_motions():
     kw = dict(frames=3, height=24, width=32)
     batch = render_batch(SEEDS, **kw)
-    motion_phrases = _phrases(sc._MOTION_VERBS)
-    short_phrases = _phrases(sc._SHORT_VERBS)
+    motion_phrases = _phrases(cap._MOTION_VERBS)
+    short_phrases = _phrases(cap._SHORT_VERBS)
     for i, seed in enumerate(SEEDS):
         spec = sc.sample_scene(seed, **kw)
         caption = batch.captions[i]
-        assert caption == sc.make_caption(spec, np.bincount(batch.object_ids[i].numpy().ravel().astype(int) + 2,
-                                                             minlength=len(spec.prims) + 2)[2:])
+        assert caption == cap.make_caption(spec, np.bincount(batch.object_ids[i].numpy().ravel().astype(int) + 2,
+                                                              minlength=len(spec.prims) + 2)[2:])
         ids = batch.object_ids[i].numpy()
-        visible = [j for j in range(len(spec.prims)) if (ids == j).sum() >= sc.caption_min_pixels(spec)]
+        visible = [j for j in range(len(spec.prims)) if (ids == j).sum() >= cap.caption_min_pixels(spec)]
         # Remove every phrase that names a visible object; no object noun may remain.
         rest = caption
         for j in sorted(visible, key=lambda j: -len(spec.prims[j].material.words())):
@@ -47,16 +48,16 @@ def test_captions_name_only_visible_objects_and_real_motions():
                 assert not any(ph in caption for ph in phrases), (caption, other)
         # A moving object in the caption really moves, with the verb of its motion.
         for clause in caption.split("; ")[1:]:
-            j = next(j for j in visible if clause.startswith(sc._article(
+            j = next(j for j in visible if clause.startswith(cap._article(
                 f"{spec.prims[j].material.words()} {spec.prims[j].noun()}")))
             assert spec.prims[j].moving
-            verbs = sc._OBJECT_VERBS[spec.prims[j].motion.split("+")[0]]
+            verbs = cap._OBJECT_VERBS[spec.prims[j].motion.split("+")[0]]
             assert any(clause.endswith(v) for v in verbs), clause
 
 
 def test_captions_vary_in_wording():
     specs = [sc.sample_scene(s, frames=3, height=16, width=16) for s in range(60)]
-    caps = [sc.make_caption(s) for s in specs]
+    caps = [cap.make_caption(s) for s in specs]
     openings = {" ".join(c.split()[:3]) for c in caps}
     assert len(set(caps)) == len(caps)
     assert len(openings) >= 15

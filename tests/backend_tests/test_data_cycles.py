@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.bundle import read_bundle
-from backend.data.scene import heldout_seeds
+from backend.data.splits import heldout_seeds
 from backend.data.synth import render_clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ BLENDER_PY = ROOT / ".venv-blender" / "bin" / "python"
 @pytest.mark.skipif(not BLENDER_PY.exists(), reason="needs .venv-blender (bpy)")
 def test_cycles_set_matches_torch_geometry(tmp_path):
     # Blender's venv has no torch at all: the exporter running there proves it never imports it.
-    cmd = [str(BLENDER_PY), "-m", "backend.data.cycles_set", "--count", "1", "--seed", "3", "--frames", "2",
+    cmd = [str(BLENDER_PY), "-m", "tools.cycles_set", "--count", "1", "--seed", "3", "--frames", "2",
            "--height", "24", "--width", "32", "--samples", "2", "--out", str(tmp_path)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]

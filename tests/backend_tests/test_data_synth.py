@@ -12,8 +12,13 @@ import torch
 
 from backend.bundle import read_bundle, write_bundle
 from backend.data import scene as sc
-from backend.data.synth import (HELDOUT_SEED_START, ClipBatch, clip_to_bundle, render_batch, render_clip,
-                                render_specs, sample_train_seeds)
+from backend.data.camera_paths import look_at
+from backend.data.materials import Material
+from backend.data.primitives import Primitive
+from backend.data.splits import is_heldout
+from backend.data.synth import (HELDOUT_SEED_START, ClipBatch, render_batch, render_clip, render_specs,
+                                sample_train_seeds)
+from backend.data.to_bundle import clip_to_bundle
 
 # Varied intrinsics: fx != fy, off-centre principal point, portrait and landscape.
 CASES = [
@@ -85,20 +90,20 @@ def _controlled_spec(height=48, width=64):
     spec = sc.sample_scene(7, frames=3, height=height, width=width, n_objects=3, dynamic=False)
     F = spec.frames
     ident = np.repeat(np.eye(3)[None], F, 0)
-    mat = sc.Material("solid", np.array([0.8, 0.2, 0.2]), np.zeros(3), 1.0, np.array([1.0, 0, 0]), "red", "red")
+    mat = Material("solid", np.array([0.8, 0.2, 0.2]), np.zeros(3), 1.0, np.array([1.0, 0, 0]), "red", "red")
     spec.prims = [
-        sc.Primitive("sphere", np.array([0.5, 0, 0]), mat, ident, np.repeat([[0.0, 0.0, 0.5]], F, 0), radius=0.5),
-        sc.Primitive("box", np.array([0.3, 0.4, 0.35]), mat, ident, np.repeat([[1.4, 0.3, 0.35]], F, 0),
-                     radius=float(np.linalg.norm([0.3, 0.4, 0.35]))),
-        sc.Primitive("torus", np.array([0.3, 0.1, 0]), mat, ident, np.repeat([[-0.6, -1.2, 0.1]], F, 0), radius=0.4),
-        sc.Primitive("cone", np.array([0.3, 0.4, 0]), mat, ident, np.repeat([[-1.3, 0.2, 0.4]], F, 0), radius=0.5),
-        sc.Primitive("capsule", np.array([0.15, 0.2, 0]), mat, ident, np.repeat([[0.8, -1.2, 0.35]], F, 0),
-                     radius=0.35),
-        sc.Primitive("cylinder", np.array([0.2, 0.3, 0]), mat, ident, np.repeat([[2.2, -0.6, 0.3]], F, 0),
-                     radius=0.37),
+        Primitive("sphere", np.array([0.5, 0, 0]), mat, ident, np.repeat([[0.0, 0.0, 0.5]], F, 0), radius=0.5),
+        Primitive("box", np.array([0.3, 0.4, 0.35]), mat, ident, np.repeat([[1.4, 0.3, 0.35]], F, 0),
+                  radius=float(np.linalg.norm([0.3, 0.4, 0.35]))),
+        Primitive("torus", np.array([0.3, 0.1, 0]), mat, ident, np.repeat([[-0.6, -1.2, 0.1]], F, 0), radius=0.4),
+        Primitive("cone", np.array([0.3, 0.4, 0]), mat, ident, np.repeat([[-1.3, 0.2, 0.4]], F, 0), radius=0.5),
+        Primitive("capsule", np.array([0.15, 0.2, 0]), mat, ident, np.repeat([[0.8, -1.2, 0.35]], F, 0),
+                  radius=0.35),
+        Primitive("cylinder", np.array([0.2, 0.3, 0]), mat, ident, np.repeat([[2.2, -0.6, 0.3]], F, 0),
+                  radius=0.37),
     ]
     spec.setting, spec.room_size, spec.ceiling = "room", np.array([10.0, 10.0, 3.0]), True
-    spec.c2w = np.stack([sc.look_at([0.3 * f - 0.3, -3.5 + 0.2 * f, 1.1], [0.6, 0.0, 0.4]) for f in range(F)])
+    spec.c2w = np.stack([look_at([0.3 * f - 0.3, -3.5 + 0.2 * f, 1.1], [0.6, 0.0, 0.4]) for f in range(F)])
     spec.K = np.array([[55.0, 0, 30.2], [0, 60.0, 25.7], [0, 0, 1]])
     return spec
 
@@ -242,11 +247,11 @@ def test_heldout_seeds_never_drawn_for_training():
     for gen in (0, 1, np.random.default_rng(2), torch.Generator().manual_seed(3)):
         seeds = np.asarray(sample_train_seeds(20000, gen))
         assert seeds.min() >= 0 and seeds.max() < HELDOUT_SEED_START
-        assert not any(sc.is_heldout(int(s)) for s in seeds[:100])
+        assert not any(is_heldout(int(s)) for s in seeds[:100])
     from backend.data.cli import seeds_for
 
-    assert all(sc.is_heldout(s) for s in seeds_for("heldout", 5, 0))
-    assert not any(sc.is_heldout(s) for s in seeds_for("train", 1000, 0))
+    assert all(is_heldout(s) for s in seeds_for("heldout", 5, 0))
+    assert not any(is_heldout(s) for s in seeds_for("train", 1000, 0))
 
 
 def test_sampling_in_worker_processes_is_identical():

@@ -17,7 +17,8 @@ import pytest
 
 pycolmap = pytest.importorskip("pycolmap")
 
-from backend.engines import ENGINES, Cancelled, EngineError, NothingRegistered, TooFewFrames, get_engine  # noqa: E402
+from backend.runtime import Cancelled  # noqa: E402
+from backend.engines import ENGINES, EngineError, NothingRegistered, TooFewFrames, get_engine  # noqa: E402
 from backend.engines.colmap import _to_parallax  # noqa: E402
 from backend.engines.colmap_select import TAU_PX, epipolar_support, pick, read_verified_matches  # noqa: E402
 

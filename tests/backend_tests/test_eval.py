@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 
 from backend.__main__ import main
 from backend.bundle import Bundle, CameraFrame
-from backend.engines import ENGINES
+from backend.engines import ENGINES, EngineSpec
+from backend.engines.options import EngineOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,11 +63,10 @@ class DegradedOracle(OracleEngine):
 
 @pytest.fixture
 def oracles(monkeypatch):
-    """Register the two oracles (this module, by name) for the test only."""
-    module = sys.modules[__name__]
-    monkeypatch.setitem(sys.modules, "parallax_test_eval_oracle", module)
-    monkeypatch.setitem(ENGINES, "oracle", "parallax_test_eval_oracle:OracleEngine")
-    monkeypatch.setitem(ENGINES, "oracle-degraded", "parallax_test_eval_oracle:DegradedOracle")
+    """Register the two oracles in the engine registry, for the test only."""
+    for cls in (OracleEngine, DegradedOracle):
+        monkeypatch.setitem(ENGINES, cls.name, EngineSpec(cls.name, "test-only oracle", lambda cls=cls: cls,
+                                                          EngineOptions))
     truth = {}
     monkeypatch.setattr(OracleEngine, "truth", truth)
     return truth
@@ -75,7 +74,7 @@ def oracles(monkeypatch):
 
 def _heldout_truth(n):
     """Independent rendering of the first n held-out clips: pixels -> true c2w."""
-    from backend.data.scene import heldout_seeds
+    from backend.data.splits import heldout_seeds
     from backend.data.synth import render_batch
 
     b = render_batch(heldout_seeds(n), frames=FRAMES, height=SIZE, width=SIZE)
@@ -113,7 +112,7 @@ def test_v2c_oracle_gets_perfect_scores_on_heldout_and_bundle_folders(oracles, t
     assert "| oracle | 0.00 |" in table and "| 100.00% |" in table
 
     # The same clips written as bundles by `synth --split heldout --out` (PNG frames, gt/ npz),
-    # the format backend.data.cycles_set writes, read back through --data cycles --root.
+    # the format tools.cycles_set writes, read back through --data cycles --root.
     root = tmp_path / "set"
     assert main(["synth", "--split", "heldout", "--count", "2", "--frames", str(FRAMES), "--height", str(SIZE),
                  "--width", str(SIZE), "--out", str(root)]) == 0
@@ -164,7 +163,7 @@ def test_v2c_unified_and_colmap_on_two_heldout_clips(tmp_path, capsys):
 
 
 def test_t2vc_two_videos(tmp_path):
-    from backend.data.scene import heldout_seeds
+    from backend.data.splits import heldout_seeds
     from backend.data.synth import render_batch
 
     out = tmp_path / "t2vc.json"
@@ -203,7 +202,7 @@ def test_contact_sheet_two_prompts(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["v2c", "--engines", "nope"], "unknown engine"),
-    (["v2c", "--data", "cycles"], "backend.data.cycles_set"),
+    (["v2c", "--data", "cycles"], "tools.cycles_set"),
     (["v2c", "--data", "cycles", "--root", "/nonexistent"], "no clip_<seed>"),
     (["v2c", "--option", "colmap:mapper"], "KEY=VALUE"),
     (["v2c", "--engines", "colmap", "--option", "unified:align=false"], "not among"),

@@ -8,7 +8,7 @@ from backend.geometry.geo4d import (disparity_alignment_loss, fit_disparity_scal
                                     trajectory_alignment_loss, trajectory_smoothness_loss, window_is_reliable)
 from backend.geometry.interpose import distance_matrix, frame_subsets, medoid, pose_distance, select_video, total_distance
 from backend.geometry.rotations import axis_angle_to_matrix, make_transform
-from backend.geometry.synthetic import make_clip
+from backend_tests.synthetic_geometry import make_clip
 
 
 def rz(degrees, t=(1.0, 0.0, 0.0)):

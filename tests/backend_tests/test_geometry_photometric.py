@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from backend.data.synth import render_batch
-from backend.geometry.alignment import AlignmentCancelled
 from backend.geometry.metrics import pairwise_metrics
 from backend.geometry.photometric import frame_pairs, gaussian_blur, refine_cameras
 from backend.geometry.rotations import axis_angle_to_matrix
+from backend.runtime import Cancelled, Progress
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +79,17 @@ def test_refinement_ignores_masked_pixels(truck_clip):
 
 def test_cancel_stops_the_refinement(truck_clip):
     rgb, depth, weights, K, gt = truck_clip
+    # a callback returning False stops at its report (within 25 of the 240 iterations) ...
     seen = []
-    with pytest.raises(AlignmentCancelled):
-        refine_cameras(rgb, depth, weights, K, gt, callback=lambda it, n, loss: seen.append(it) or it < 5)
-    assert seen[-1] == 5
+    with pytest.raises(Cancelled):
+        refine_cameras(rgb, depth, weights, K, gt, progress=lambda f, label: seen.append(f) or f < 0.2)
+    assert seen[-1] >= 0.2 > seen[-2] and (seen[-1] - 0.2) * 240 <= 25
+    # ... and a spanned child reports into its slice of the parent's range, named by the span
+    parent = []
+    refine_cameras(rgb, depth, weights, K, gt, iters_per_level=10,
+                   progress=Progress(lambda f, label: parent.append((f, label))).span(0.5, 1.0, "window 1/2"))
+    assert all(0.5 < f <= 1.0 and label.startswith("window 1/2") for f, label in parent)
+    assert parent[-1][0] == 1.0 and parent[-1][1].endswith("30/30")
 
 
 def test_frame_pairs_and_blur():

@@ -8,7 +8,7 @@ from backend.geometry.focal import estimate_focal
 from backend.geometry.pnp import pose_from_pointmap_pnp
 from backend.geometry.procrustes import pose_from_pointmaps, robust_umeyama, umeyama
 from backend.geometry.rotations import axis_angle_to_matrix, deg, matrix_to_quat, quat_to_matrix, relative_rotation_angle
-from backend.geometry.synthetic import corrupt, make_clip
+from backend_tests.synthetic_geometry import corrupt, make_clip
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

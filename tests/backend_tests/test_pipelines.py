@@ -12,7 +12,7 @@ from backend_tests.model_helpers import SMALL, fake_clip
 
 from backend.bundle import read_bundle, write_bundle
 from backend.models import DEFAULT_WEIGHTS, ParallaxSTDiT, load_model
-from backend.pipelines.common import Cancelled
+from backend.runtime import Cancelled
 from backend.pipelines.t2v import T2VPipeline, generate_bundle
 from backend.pipelines.v2c import UnifiedEngine
 

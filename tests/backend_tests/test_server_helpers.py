@@ -1,10 +1,10 @@
 """Shared pieces of the service tests (no tests here): a deterministic 'echo' task, a server
 launcher for a real uvicorn on 127.0.0.1, and crafted good and bad input files.
 
-The echo task is test-only: the server registers it with ``--task echo=...`` on the command
-line, so the production registry never lists it. It reads the frames of its input (PyAV or
-Pillow), steps ``steps`` times (sleeping ``step_s``, reporting progress, stopping when the
-progress callback says so) and returns a real Bundle whose cameras translate 0.1 per frame
+The echo task is test-only: the server registers it with ``--plugin`` (this module's
+``PARALLAX_TASKS``), so the production registry never lists it. It reads the frames of its
+input (PyAV or Pillow), steps ``steps`` times (sleeping ``step_s``, reporting progress, stopping
+at the ``Cancelled`` a cancelled job's progress raises, unless ``ignore_cancel``) and returns a real Bundle whose cameras translate 0.1 per frame
 along +x, so the tests can check what came back against what went in.
 """
 
@@ -20,10 +20,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.bundle import Bundle, CameraFrame, PointFrame
+from backend.runtime import Cancelled
 from backend.server.tasks import Task
 
 REPO = Path(__file__).resolve().parents[2]
-ECHO_SPEC = "echo=tests.backend_tests.test_server_helpers:ECHO_TASK"
+ECHO_PLUGIN = ["--plugin", "tests.backend_tests.test_server_helpers"]
 STEP_X = 0.1  # camera i sits at (STEP_X * i, 0, 0)
 
 
@@ -60,8 +61,11 @@ def run_echo(ctx):
     frames = _read_frames(ctx, p.frames) or [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(p.frames)]
     for s in range(p.steps):
         time.sleep(p.step_s)
-        if ctx.progress((s + 1) / p.steps, f"step {s + 1}/{p.steps}") is False and not p.ignore_cancel:
-            return None
+        try:
+            ctx.progress((s + 1) / p.steps, f"step {s + 1}/{p.steps}")
+        except Cancelled:
+            if not p.ignore_cancel:
+                raise
     if p.fail:
         raise ValueError("echo was asked to fail")
     h, w = frames[0].shape[:2]
@@ -80,6 +84,7 @@ def run_echo(ctx):
 
 ECHO_TASK = Task("echo", "test-only: returns its input frames with synthetic cameras", run_echo, EchoParams,
                  ("video", "image"), min_inputs=0, max_inputs=8)
+PARALLAX_TASKS = [ECHO_TASK]
 
 
 # -- a real server on loopback --------------------------------------------------------------
@@ -91,7 +96,7 @@ class Server:
         self.token = token
         env = dict(os.environ, PARALLAX_TOKEN=token, PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "backend", "serve", "--port", "0", "--device", "cpu",
-               "--data-dir", str(data_dir), "--task", ECHO_SPEC, *args]
+               "--data-dir", str(data_dir), *ECHO_PLUGIN, *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
         self.lines = []

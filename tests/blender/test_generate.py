@@ -28,7 +28,7 @@ FRAMES, STEPS = 4, 3
 def local(addon):
     import importlib
     jobs = importlib.import_module(addon.__name__ + ".operators.jobs")
-    backend = importlib.import_module(addon.__name__ + ".operators.backend")
+    backend = importlib.import_module(addon.__name__ + ".backend_link")
     api = importlib.import_module(addon.__name__ + ".api")
     bundle = importlib.import_module(addon.__name__ + ".backend.bundle")
     prefs = backend.prefs()
@@ -98,67 +98,3 @@ def test_generate_shot_imports_plate_and_animated_camera(local, empty_scene):
     bg = cam.data.background_images[0]
     assert cam.data.show_background_images and bg.image == image and bg.image_user.frame_duration == FRAMES
 
-
-class _Layout:
-    """Records what a panel's draw() puts in the UI (bpy.types.UILayout cannot be made headless)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def column(self, **_):
-        return self
-
-    row = box = column
-
-    def label(self, text="", **_):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **_):
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **_):
-        self.log.append(("operator", idname))
-        return type("Props", (), {})()
-
-    def progress(self, factor=0.0, text="", **_):
-        self.log.append(("progress", text))
-
-
-def _draw(addon, label, context):
-    import types
-    cls = next(c for c in bpy.types.Panel.__subclasses__() if getattr(c, "bl_label", "") == label)
-    log = []
-    cls.draw(types.SimpleNamespace(layout=_Layout(log)), context)
-    return log
-
-
-def test_panels_show_what_the_backend_offers(addon, empty_scene):
-    """Generate's panel has its settings and button once health says generate is available;
-    reconstruct / pair-pose panels show the backend's reason for not offering them."""
-    import importlib
-    backend = importlib.import_module(addon.__name__ + ".operators.backend")
-    prefs = backend.prefs()
-    prefs.backend_mode, prefs.python_path = "LOCAL", BACKEND_PYTHON
-    saved = backend.Health.data
-    context = bpy.context
-    try:
-        backend.Health.data = None  # not asked yet: offer the check
-        assert ("operator", "parallax.check_backend") in _draw(addon, "Reconstruct dynamic scene", context)
-        backend.Health.data = {"tasks": {
-            "generate": {"available": True, "reason": None},
-            "reconstruct": {"available": False, "reason": "dynamic 4D reconstruction (Geo4D) is not in this build yet"},
-            "pair_pose": {"available": False, "reason": "pose from an image pair is not in this build yet"}}}
-        log = _draw(addon, "Generate shot with camera", context)
-        assert {("prop", p) for p in ("gen_prompt", "gen_frames", "gen_steps", "gen_seed")} <= set(log)
-        assert ("operator", "parallax.generate_shot") in log
-        s = empty_scene.parallax  # the settings' bounds are the task's (backend/pipelines/generate.py)
-        s.gen_frames, s.gen_steps, s.gen_seed = 99, 0, 2**31 - 1
-        assert (s.gen_frames, s.gen_steps, s.gen_seed) == (16, 1, 2**31 - 1)
-        s.gen_frames = 1
-        assert s.gen_frames == 2
-        text = " ".join(t for kind, t in _draw(addon, "Reconstruct dynamic scene", context) if kind == "label")
-        assert "not in this build" in text and "Geo4D" in text
-        text = " ".join(t for kind, t in _draw(addon, "Pose from image pair", context) if kind == "label")
-        assert "pose from an image pair" in text
-    finally:
-        backend.Health.data = saved

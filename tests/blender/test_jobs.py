@@ -32,7 +32,7 @@ ROT_TOL_DEG = 5.0  # the RRA@5 accuracy threshold (JOG3R/DUSt3R): a pose within 
 def _mods(addon):
     import importlib
     return (importlib.import_module(addon.__name__ + ".operators.jobs"),
-            importlib.import_module(addon.__name__ + ".operators.backend"),
+            importlib.import_module(addon.__name__ + ".backend_link"),
             importlib.import_module(addon.__name__ + ".api"))
 
 
@@ -56,7 +56,7 @@ def local(addon, tmp_path_factory):
 def _need_solve(api):
     status = api.tasks()
     if not status.get("solve"):
-        pytest.skip("the backend reports solve unavailable: " + str(api.backend.Health.data["tasks"]["solve"]["reason"]))
+        pytest.skip("the backend reports solve unavailable: " + str(api.backend_link.Health.data["tasks"]["solve"]["reason"]))
     if not api.tasks(engines=True).get("colmap"):
         pytest.skip("the backend has no available colmap engine")
 

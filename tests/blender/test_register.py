@@ -13,8 +13,7 @@ def test_register_unregister_clean(addon):
     assert "parallax" in bpy.types.Scene.bl_rna.properties
     assert hasattr(bpy.ops.parallax, "import_bundle")
     panels = {cls.bl_label for cls in bpy.types.Panel.__subclasses__() if getattr(cls, "bl_category", "") == "Parallax"}
-    assert {"Generate shot with camera", "Solve camera from clip", "Reconstruct dynamic scene",
-            "Pose from image pair", "Import result", "Backend"} <= panels
+    assert {"Generate shot with camera", "Solve camera from clip", "Import result", "Backend"} <= panels
     assert bpy.context.preferences.addons["parallax"].preferences is not None
 
     addon_utils.disable("parallax", default_set=True)

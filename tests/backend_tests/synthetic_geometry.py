@@ -1,7 +1,9 @@
-"""Small analytic scenes for tests and benchmarks: cameras inside a box room, exact depth by ray casting.
+"""Small analytic scenes for the geometry tests and benchmarks/ga_bench.py: cameras inside a box
+room, exact depth by ray casting, and what a network would predict for a pair/window graph.
 
-Not the data engine (``backend/data`` renders textured scenes); this only needs geometry, so
-it is exact, fast and deterministic by seed.
+A test fixture, so it lives with the tests (imported as ``backend_tests.synthetic_geometry``;
+tests/conftest.py puts tests/ on sys.path). Not the data engine (``backend/data`` renders
+textured scenes); this only needs geometry, so it is exact, fast and deterministic by seed.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import math
 
 import torch
 
-from .cameras import depth_to_pointmap, intrinsics_matrix, invert_pose, pixel_grid, transform_points
-from .rotations import axis_angle_to_matrix, make_transform
+from backend.geometry.cameras import depth_to_pointmap, intrinsics_matrix, invert_pose, pixel_grid, transform_points
+from backend.geometry.rotations import axis_angle_to_matrix, make_transform
 
 ROOM_HALF_EXTENT = (4.0, 3.0, 6.0)
 

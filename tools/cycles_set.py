@@ -1,6 +1,6 @@
 """The domain-shift set: the engine's scene descriptions rendered by Blender Cycles (bpy).
 
-    .venv-blender/bin/python -m backend.data.cycles_set --count 32 --out DIR \\
+    .venv-blender/bin/python -m tools.cycles_set --count 32 --out DIR \\
         [--frames 16 --height 128 --width 128 --samples 32 --textures DIR --seed 0 --preview PNG]
 
 Same seeds, same scenes as ``python -m backend synth --split heldout`` (scene descriptions come
@@ -9,7 +9,8 @@ soft shadows, bounce light, a glossy-ish principled BSDF, tessellated meshes and
 image textures. Each clip is written in the same bundle format, with the same ``gt/`` files.
 The ground truth comes from Cycles itself (a second, one-sample render per frame at the pixel
 centres with an emission override that outputs z-depth and object index), so depth, points and
-dynamic mask describe the meshes Cycles drew. This module never imports torch.
+dynamic mask describe the meshes Cycles drew. This module never imports torch. It runs in Blender's Python, so it lives outside the backend
+(which never imports bpy) and reads the backend's numpy-only scene modules and bundle writer.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import Bundle, CameraFrame, DepthFrame, PointFrame, encode_png, write_bundle
-from .scene import SceneSpec, heldout_seeds, list_textures, make_caption, sample_scene
+from backend.bundle import Bundle, CameraFrame, DepthFrame, PointFrame, encode_png, write_bundle
+from backend.data.captions import make_caption
+from backend.data.materials import list_textures
+from backend.data.scene import SceneSpec, sample_scene
+from backend.data.splits import heldout_seeds
 
 # Cycles radiometry vs the torch renderer's (pixel = albedo * I * cos / d^2 for points,
 # albedo * I * cos for suns, albedo * ambient): Lambertian BSDF = albedo / pi, point power
@@ -140,7 +144,7 @@ def _plane(bpy, name: str, corners: list):
 
 
 def _material(bpy, name: str, m, rng: np.random.Generator, uv_scale: float = 1.0):
-    """A node material reproducing a scene.Material's pattern (in Blender's own textures)."""
+    """A node material reproducing a materials.Material's pattern (in Blender's own textures)."""
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # node trees are always on from Blender 5
         mat.use_nodes = True
@@ -480,7 +484,7 @@ def main(argv=None) -> int:
     p.add_argument("--preview", type=Path, help="write a contact sheet PNG here")
     p.add_argument("--preview-count", type=int, default=8, help="clips (rows) on the contact sheet")
     a = p.parse_args(argv)
-    from .cli import contact_sheet  # noqa: PLC0415  (numpy only)
+    from backend.data.cli import contact_sheet  # noqa: PLC0415  (numpy only)
 
     tex = list_textures(a.textures) if a.textures else []
     rows = []

@@ -1,10 +1,10 @@
-"""The service's ``generate`` task: a shot and its camera from a prompt (T2V+C, DESIGN section 6).
+"""The ``generate`` task: a shot and its camera from a prompt (T2V+C, DESIGN section 6).
 
-``serve(ctx)`` is the entry the job queue calls (``backend.server.tasks``). The pipeline (the
+``run(ctx)`` is the entry the job queue calls. The pipeline (the
 unified model and its caption encoder) is built once and kept in ``ctx.cache``, so only the
 first job of a server process pays the load; ``/v1/release`` empties the cache. Progress is
-reported once per denoising step through ``ctx.progress``; when it returns False (the job was
-cancelled) the sampling loop stops before the next step and the job ends ``cancelled``.
+reported once per denoising step through ``ctx.progress``; once the job is cancelled the next
+report raises ``Cancelled``, so the sampling loop stops before the next step.
 
 Optional image inputs are keyframes, re-imposed after every step (the interpolation mode
 InterPose uses): one image is the first frame, two are the first and the last.
@@ -22,7 +22,9 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "parallax-tiny"
+from . import JobContext, Task
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "parallax-tiny"
 MAX_PROMPT_CHARS = 500  # the caption encoder reads 32 tokens; longer text is truncated there anyway
 MAX_SEED = 2**31 - 1
 
@@ -72,19 +74,15 @@ def check() -> Optional[str]:
     return None
 
 
-def _device(name: str) -> Optional[str]:
-    return None if name in ("", "auto") else name
-
-
 def pipeline(ctx):
     """The T2V pipeline of this server process, loaded on the first job and kept."""
-    from .t2v import T2VPipeline
+    from ...pipelines.t2v import T2VPipeline
 
     key = ("t2v", ctx.device)
     pipe = ctx.cache.get(key)
     if pipe is None:
         ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen below
-        pipe = T2VPipeline(device=_device(ctx.device))
+        pipe = T2VPipeline(device=ctx.device)
         pipe.model  # noqa: B018 - load now, so the first job's progress says what takes the time
         pipe.text  # noqa: B018 - the caption encoder
         ctx.cache[key] = pipe  # kept even if this job is cancelled: the next one needs no load
@@ -108,33 +106,17 @@ def _keyframes(ctx, frames: int) -> Optional[dict]:
     return out
 
 
-def serve(ctx):
+def run(ctx: JobContext):
     """The job: returns the generate Bundle (video frames, cameras, points, depth)."""
-    from .common import Cancelled
-    from .t2v import generate_bundle
-    from ..server.tasks import JobCancelled
+    from ...pipelines.t2v import generate_bundle
 
     p: GenerateParams = ctx.params
-    try:
-        pipe = pipeline(ctx)
-        if ctx.progress(0.02, "preparing") is False:
-            raise Cancelled()
-        keyframes = _keyframes(ctx, p.frames)
-        return generate_bundle(_Keyed(pipe, keyframes) if keyframes else pipe, p.prompt, frames=p.frames,
-                               seed=p.seed, camera=p.camera, steps=p.steps, guidance=p.guidance,
-                               progress=ctx.progress)
-    except Cancelled:  # ctx.progress said the job was cancelled: the loop stopped before a step
-        raise JobCancelled() from None
+    pipe = pipeline(ctx)
+    ctx.progress(0.02, "preparing")
+    return generate_bundle(pipe, p.prompt, frames=p.frames, seed=p.seed, camera=p.camera, steps=p.steps,
+                           guidance=p.guidance, keyframes=_keyframes(ctx, p.frames), progress=ctx.progress)
 
 
-class _Keyed:
-    """The pipeline, its calls given the job's keyframes (generate_bundle passes none)."""
-
-    def __init__(self, pipe, keyframes):
-        self._pipe, self._keyframes = pipe, keyframes
-
-    def __call__(self, *args, **kw):
-        return self._pipe(*args, keyframes=self._keyframes, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self._pipe, name)
+TASK = Task("generate", "a shot and its camera from a prompt (T2V+C); optional keyframe images: "
+                        "one is the first frame, two the first and last",
+            run, GenerateParams, min_inputs=0, max_inputs=2, input_kinds=("image",), check=check, video_alone=False)

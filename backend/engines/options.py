@@ -1,0 +1,60 @@
+"""Typed, ranged options of each engine (pydantic; no torch, no pycolmap).
+
+The service validates a job's engine options against these before the job is queued, so a bad
+value gets a 422 naming the option instead of reaching native code (``overlap=0`` used to abort
+the whole server process inside a pycolmap check), and the CLI validates its flags the same way.
+Frame selection (start, stride, max_frames) is not here: every engine takes it, and the task's
+own params carry it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Matrix3 = list[list[float]]
+
+
+class EngineOptions(BaseModel):
+    """What every engine accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    K: Optional[Matrix3] = Field(None, description="known 3x3 intrinsics in the input's pixels "
+                                                     "(pixel centres at integers); held fixed")
+    fps: Optional[float] = Field(None, gt=0.0, le=1000.0, description="frame rate to record (default: the video's)")
+
+    @field_validator("K")
+    @classmethod
+    def _intrinsics(cls, K):
+        if K is None:
+            return K
+        if len(K) != 3 or any(len(row) != 3 for row in K):
+            raise ValueError("K must be a 3x3 matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
+        if not (0 < K[0][0] < 1e6 and 0 < K[1][1] < 1e6 and abs(K[0][2]) < 1e6 and abs(K[1][2]) < 1e6):
+            raise ValueError("K needs positive focal lengths and principal points under 1e6 px")
+        return K
+
+
+class ColmapOptions(EngineOptions):
+    mapper: Literal["auto", "global", "incremental"] = Field(
+        "auto", description="GLOMAP (global), incremental, or auto: GLOMAP plus incremental when needed")
+    camera_model: Optional[Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]] = Field(
+        None, description="COLMAP camera model when K is not given (default SIMPLE_PINHOLE)")
+    calibrate: bool = Field(True, description="self-calibrate the focal length from the view graph")
+    max_image_size: int = Field(1600, ge=64, le=16384, description="SIFT: frames are downscaled to this side")
+    max_num_features: int = Field(8192, ge=64, le=65536, description="SIFT features per frame")
+    peak_threshold: Optional[float] = Field(None, gt=0.0, le=1.0, description="SIFT contrast threshold")
+    overlap: int = Field(10, ge=1, le=1000, description="sequential matching window in frames")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="COLMAP's random seed")
+    num_threads: int = Field(-1, ge=-1, le=1024, description="threads for features and matching (-1: all)")
+    mapper_threads: int = Field(1, ge=-1, le=1024, description="threads for mapping")
+
+
+class UnifiedOptions(EngineOptions):
+    window: Optional[int] = Field(None, ge=2, le=1024, description="frames per model window (default: the model's)")
+    window_stride: Optional[int] = Field(None, ge=1, le=1024, description="window stride (default: half a window)")
+    t: float = Field(5.0, ge=0.0, le=1000.0, description="geometry noise level, of 1000")
+    cameras: Literal["points", "rays"] = Field("points", description="cameras by PnP on the point maps, or from rays")
+    align: bool = Field(True, description="global alignment of the windows' cameras")
+    photometric: bool = Field(True, description="photometric refinement of the cameras")
