@@ -9,7 +9,8 @@ A bundle is a directory (zipped for transfer)::
     video.mp4      optional encoded video
     cameras.json   {"convention": "opencv_c2w", "width", "height", "frames": [
                      {"index", "c2w": 4x4 rows or null when not solved, "fx", "fy", "cx", "cy"}]}
-    points/        per frame %06d.npz: xyz float32 (N,3) world, rgb uint8 (N,3), conf float16 (N,)
+    points/        per frame %06d.npz: xyz float32 (N,3) world, rgb uint8 (N,3), conf float16 (N,),
+                   optional dynamic bool (N,): the point moves in the world (4D reconstructions)
     depth/         optional per frame %06d.npz: depth float32 (H,W), conf float16 (H,W)
 
 Conventions: OpenCV camera axes (x right, y down, z forward), camera-to-world matrices,
@@ -77,6 +78,7 @@ class PointFrame:
     xyz: np.ndarray  # (N, 3) float32
     rgb: np.ndarray  # (N, 3) uint8
     conf: np.ndarray  # (N,) float16
+    dynamic: Optional[np.ndarray] = None  # (N,) bool: moves in the world (reconstruct); None: not known
 
 
 @dataclass
@@ -219,9 +221,11 @@ def _write_parts(b: Bundle, root: Path) -> dict:
         for i, p in enumerate(b.points):
             # Uncompressed: importing 120 frames x 50k points must take seconds, and the
             # transfer zip compresses anyway.
-            np.savez(root / "points" / ARRAY_NAME.format(i),
-                     xyz=np.asarray(p.xyz, np.float32), rgb=np.asarray(p.rgb, np.uint8),
-                     conf=np.asarray(p.conf, np.float16))
+            arrays = {"xyz": np.asarray(p.xyz, np.float32), "rgb": np.asarray(p.rgb, np.uint8),
+                      "conf": np.asarray(p.conf, np.float16)}
+            if p.dynamic is not None:
+                arrays["dynamic"] = np.asarray(p.dynamic, bool)
+            np.savez(root / "points" / ARRAY_NAME.format(i), **arrays)
         parts["points"] = "points"
     if b.depth is not None:
         (root / "depth").mkdir()
@@ -263,7 +267,7 @@ def _check_in_memory(b: Bundle) -> None:
             raise BundleError(where, f"cameras[{i}].index is {c.index}")
         _check_camera(c, where, i)
     for i, p in enumerate(b.points or []):
-        _check_points(p.xyz, p.rgb, p.conf, where, i)
+        _check_points(p.xyz, p.rgb, p.conf, where, i, p.dynamic)
 
 
 # ----------------------------------------------------------------------------------------
@@ -402,7 +406,7 @@ def _check_camera(cam: CameraFrame, path, i: int) -> None:
         raise BundleError(path, f"{where}.c2w last row must be [0, 0, 0, 1]")
 
 
-def _load_npz(path: Path, keys: tuple[str, ...]) -> dict:
+def _load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     if not path.is_file():
         raise BundleError(path, "file is missing")
     try:
@@ -410,7 +414,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise BundleError(path, f"array(s) {missing} missing")
-            return {k: z[k] for k in keys}
+            return {k: z[k] for k in keys + tuple(k for k in optional if k in z.files)}
     except BundleError:
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError...
@@ -418,14 +422,20 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict:
 
 
 def _read_points(path: Path, i: int) -> PointFrame:
-    z = _load_npz(path, ("xyz", "rgb", "conf"))
-    _check_points(z["xyz"], z["rgb"], z["conf"], path, i)
+    z = _load_npz(path, ("xyz", "rgb", "conf"), optional=("dynamic",))
+    _check_points(z["xyz"], z["rgb"], z["conf"], path, i, z.get("dynamic"))
     return PointFrame(z["xyz"].astype(np.float32, copy=False), z["rgb"].astype(np.uint8, copy=False),
-                      z["conf"].astype(np.float16, copy=False))
+                      z["conf"].astype(np.float16, copy=False),
+                      None if z.get("dynamic") is None else z["dynamic"].astype(bool, copy=False))
 
 
-def _check_points(xyz, rgb, conf, path, i: int) -> None:
+def _check_points(xyz, rgb, conf, path, i: int, dynamic=None) -> None:
     xyz, rgb, conf = np.asarray(xyz), np.asarray(rgb), np.asarray(conf)
+    if dynamic is not None:
+        dynamic = np.asarray(dynamic)
+        if dynamic.shape != (len(xyz),) or dynamic.dtype not in (np.bool_, np.uint8):
+            raise BundleError(path, f"points[{i}] field 'dynamic' has shape {dynamic.shape} and dtype "
+                                    f"{dynamic.dtype}, expected ({len(xyz)},) bool")
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise BundleError(path, f"points[{i}] field 'xyz' has shape {xyz.shape}, expected (N, 3)")
     n = xyz.shape[0]
@@ -483,3 +493,24 @@ def unzip_bundle(zip_path: os.PathLike | str, out_dir: os.PathLike | str) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z) with w >= 0 of a 3x3 rotation: how the add-on keys a bundle
+    camera's rotation and how the COLMAP and TUM exports write it (here, so both sides share it)."""
+    m = R
+    t = np.trace(m)
+    if t > 0:
+        s = 2.0 * np.sqrt(t + 1.0)
+        q = np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.zeros(4)
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    q /= np.linalg.norm(q)
+    return q if q[0] >= 0 else -q

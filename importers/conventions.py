@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend.exports import rotation_to_quaternion
+from ..backend.bundle import rotation_to_quaternion
 
 CV_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 CAMERA_CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0])

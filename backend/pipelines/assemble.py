@@ -45,14 +45,16 @@ def pointmap_parts(c2w: torch.Tensor, points: torch.Tensor, conf: torch.Tensor, 
     """Per-frame bundle points and depth from world point maps (F, S, S, 3) with confidence
     (F, S, S) and colours (F, S, S, 3) uint8 at the maps' size. Points keep C > CONFIDENT; depth
     is each frame's points in its own camera, resized (bilinear) to ``out_size`` (H, W)."""
+    from ..geometry.cameras import pointmap_to_depth
+
     points, conf, rgb = points.float().cpu(), conf.float().cpu(), torch.as_tensor(rgb).cpu()
+    depth = pointmap_to_depth(points, torch.as_tensor(c2w).float().cpu())  # in each frame's own camera
     pts_out, depth_out = [], []
     for i in range(len(points)):
         keep = conf[i] > CONFIDENT
         pts_out.append(PointFrame(points[i][keep].numpy(), rgb[i][keep].numpy(),
                                   conf[i][keep].numpy().astype(np.float16)))
-        cam = c2w[i].float().cpu()
-        d, cf = ((points[i] - cam[:3, 3]) @ cam[:3, :3])[..., 2], conf[i]  # world -> camera: R^T (x - c)
+        d, cf = depth[i], conf[i]
         if out_size is not None and tuple(out_size) != tuple(d.shape):
             d = F.interpolate(d[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]
             cf = F.interpolate(cf[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]

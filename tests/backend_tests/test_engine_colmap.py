@@ -42,8 +42,9 @@ def _metrics():
 
 
 def test_registry_is_lazy_and_names_engines():
-    assert ENGINES["colmap"].endswith(":ColmapEngine")
-    code = "import sys, backend.engines as e; print('pycolmap' in sys.modules, 'backend.engines.colmap' in sys.modules)"
+    assert ENGINES["colmap"].name == "colmap" and ENGINES["colmap"].options.__name__ == "ColmapOptions"
+    code = ("import sys, backend.engines as e; e.ENGINES['colmap'].unavailable_reason(); "
+            "print('pycolmap' in sys.modules, 'backend.engines.colmap' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     assert get_engine("colmap").name == "colmap"

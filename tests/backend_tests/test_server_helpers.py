@@ -59,13 +59,15 @@ def _read_frames(ctx, limit: int) -> list:
 def run_echo(ctx):
     p = ctx.params
     frames = _read_frames(ctx, p.frames) or [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(p.frames)]
+    ignored = False
     for s in range(p.steps):
         time.sleep(p.step_s)
         try:
             ctx.progress((s + 1) / p.steps, f"step {s + 1}/{p.steps}")
-        except Cancelled:
-            if not p.ignore_cancel:
+        except Cancelled:  # a careless pipeline swallows the first one: the next report raises again
+            if not p.ignore_cancel or ignored:
                 raise
+            ignored = True
     if p.fail:
         raise ValueError("echo was asked to fail")
     h, w = frames[0].shape[:2]
