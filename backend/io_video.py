@@ -104,6 +104,53 @@ def as_frames(frames: Iterable) -> list:
     return [np.ascontiguousarray(f) for f in out]
 
 
+def load_clip(frames, *, start: int = 0, stride: int = 1, max_frames: Optional[int] = None) -> Clip:
+    """Any engine's input as a :class:`Clip`: a video or image-folder path, a list of image
+    paths (both read by :func:`read_frames`), or in-memory (H, W, 3) uint8 frames (an array or a
+    list; their fps is unknown, recorded as 24). Frames ``start, start + stride, ...``, at most
+    ``max_frames``; ``indices`` are their positions in the input."""
+    if isinstance(frames, (str, os.PathLike)) or (isinstance(frames, (list, tuple)) and len(frames)
+                                                 and isinstance(frames[0], (str, os.PathLike))):
+        return read_frames(frames, start=start, stride=stride, max_frames=max_frames)
+    if stride < 1 or start < 0:
+        raise VideoError(f"stride must be >= 1 and start >= 0 (got stride {stride}, start {start})")
+    if max_frames is not None and max_frames < 1:
+        raise VideoError(f"max_frames must be >= 1 (got {max_frames})")
+    out = as_frames(frames)
+    indices = list(range(len(out)))[start::stride][:max_frames]
+    return Clip(frames=[out[i] for i in indices], fps=24.0, source="frames", indices=indices)
+
+
+# A clip a camera solve can say something about. Below these there is nothing to solve, and an
+# engine that answers anyway invents cameras: all-black frames gave "solved 8/8 frames" with
+# 7 deg of rotation from the unified model, and two 1x1 images finished "done".
+MIN_SIDE = 32  # px: the unified model's frames are 64 px; SIFT finds nothing useful below this
+MIN_TEXTURE = 1.0  # mean |intensity gradient| in grey levels; a one-colour clip has 0
+MIN_CHANGE = 0.5  # mean |frame - first frame| in grey levels, over the most different frame
+
+
+def check_solvable(clip: Clip, min_frames: int = 2, require_change: bool = True) -> None:
+    """Raise :class:`VideoError` naming the input when ``clip`` is too short, too small, has no
+    texture, or (``require_change``) does not change (a still image repeated: no camera motion
+    to solve; a 4D reconstruction still has depth to give there)."""
+    n = len(clip.frames)
+    if n < min_frames:
+        raise VideoError(f"{clip.source}: too few frames: got {n}, need at least {min_frames}")
+    if min(clip.height, clip.width) < MIN_SIDE:
+        raise VideoError(f"{clip.source}: frames of {clip.width}x{clip.height} px are too small to solve "
+                         f"(need at least {MIN_SIDE} px on each side)")
+    sample = clip.frames[:: max(1, n // 16)]  # enough frames to judge, cheap on long clips
+    grey = [f.astype(np.float32).mean(-1) for f in sample]
+    texture = float(np.mean([np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean() for g in grey]))
+    if texture < MIN_TEXTURE:
+        raise VideoError(f"{clip.source}: the frames have no texture (one flat colour): there is nothing to "
+                         "match or to estimate depth from")
+    change = max(float(np.abs(g - grey[0]).mean()) for g in grey[1:] + [grey[0]])
+    if require_change and n > 1 and change < MIN_CHANGE:
+        raise VideoError(f"{clip.source}: the frames do not change (the same image repeated): there is no "
+                         "camera motion to solve")
+
+
 # ----------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """This tree against an earlier commit, in one run: bundle import into Blender and the CPU V2C
 solve of the README's demo clip, interleaved so that machine load hits both alike.
 
-    python benchmarks/compare_commits.py --base d43777c [--repeats 3]
+    python benchmarks/compare_commits.py --base d43777c [--this COMMIT] [--repeats 3]
 
 Checks the base out as a git worktree in a temporary folder (sharing this tree's .venv and
 .venv-blender), renders the demo's held-out clip once, then alternates base and this tree:
@@ -45,21 +45,24 @@ def _run(cmd, cwd: Path, env=None) -> tuple[float, str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the commit to compare with")
+    p.add_argument("--this", default=None, help="a commit to measure instead of the working tree (which "
+                                                  "others may be editing while this runs)")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     py, bpy_py = ROOT / ".venv" / "bin" / "python", ROOT / ".venv-blender" / "bin" / "python"
     with tempfile.TemporaryDirectory(prefix="parallax-base-") as tmp:
         tmp = Path(tmp)
-        base = tmp / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), a.base], cwd=ROOT, check=True,
-                       capture_output=True)
+        trees = {"base": tmp / "base", "this": tmp / "this" if a.this else ROOT}
+        for name, commit in (("base", a.base), ("this", a.this)):
+            if commit:
+                subprocess.run(["git", "worktree", "add", "--detach", str(trees[name]), commit], cwd=ROOT, check=True,
+                               capture_output=True)
+                for venv in (".venv", ".venv-blender"):
+                    (trees[name] / venv).symlink_to(ROOT / venv, target_is_directory=True)
         try:
-            for venv in (".venv", ".venv-blender"):
-                (base / venv).symlink_to(ROOT / venv, target_is_directory=True)
             _run([py, "-m", "backend", "synth", "--split", "heldout", "--count", "1", "--seed", "7", "--frames", "24",
-                  "--width", "320", "--height", "240", "--out", str(tmp / "synth")], ROOT)
+                  "--width", "320", "--height", "240", "--out", str(tmp / "synth")], trees["base"])
             truth = next((tmp / "synth").rglob("bundle.json")).parent
-            trees = {"base": base, "this": ROOT}
             imports = {k: [] for k in trees}
             solves = {k: [] for k in trees}
             figures = {}
@@ -74,9 +77,11 @@ def main() -> int:
                     figures[name] = _run([py, "-c", SCORE, str(truth), str(solved)], tree)[1].strip()
                     subprocess.run(["rm", "-rf", str(solved)])
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
+            for tree in trees.values():
+                if tree != ROOT:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     med = {k: {"import_s": statistics.median(imports[k]), "v2c_solve_s": statistics.median(solves[k])} for k in trees}
-    print(json.dumps({"base": a.base, "repeats": a.repeats, "median": med,
+    print(json.dumps({"base": a.base, "this": a.this or "working tree", "repeats": a.repeats, "median": med,
                       "ratio_this_over_base": {m: round(med["this"][m] / med["base"][m], 3) for m in med["this"]},
                       "runs": {"import_s": imports, "v2c_solve_s": solves}}, indent=1))
     print(f"V2C figures, base: {figures['base']}")

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from ..bundle import Bundle, CameraFrame, PointFrame
-from ..io_video import as_frames, read_frames
+from ..io_video import check_solvable, load_clip
 from .colmap_select import pick, read_verified_matches
 from ..runtime import Cancelled, Progress
 from .base import EngineError, NothingRegistered, TooFewFrames
@@ -210,20 +210,11 @@ class ColmapEngine:
 
 
 def _load(frames, start: int, stride: int, max_frames: Optional[int]):
-    if isinstance(frames, (str, os.PathLike)):
-        clip = read_frames(frames, start=start, stride=stride, max_frames=max_frames, min_frames=1)
-        out, indices, fps, name = clip.frames, clip.indices, clip.fps, clip.source
-    else:
-        if isinstance(frames, (list, tuple)) and frames and isinstance(frames[0], (str, os.PathLike)):
-            clip = read_frames(list(frames), start=start, stride=stride, max_frames=max_frames, min_frames=1)
-            out, indices, fps, name = clip.frames, clip.indices, clip.fps, clip.source
-        else:
-            out = as_frames(frames)
-            indices = list(range(len(out)))[start::stride][:max_frames]
-            out, fps, name = [out[i] for i in indices], 24.0, "frames"
-    if len(out) < MIN_FRAMES:
-        raise TooFewFrames(f"too few frames: got {len(out)}, structure from motion needs at least {MIN_FRAMES}")
-    return out, indices, fps, name
+    clip = load_clip(frames, start=start, stride=stride, max_frames=max_frames)
+    if len(clip.frames) < MIN_FRAMES:
+        raise TooFewFrames(f"too few frames: got {len(clip.frames)}, structure from motion needs at least {MIN_FRAMES}")
+    check_solvable(clip, MIN_FRAMES)
+    return clip.frames, clip.indices, clip.fps, clip.source
 
 
 def _shared_K(K, n: int) -> Optional[np.ndarray]:

@@ -4,13 +4,14 @@ Progress, cancel and the device choice are the runtime's (``backend.runtime``)."
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bundle import DepthFrame
 from ..runtime import pick_device
 
 def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -21,24 +22,26 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def as_frames(frames, start: int = 0, stride: int = 1, max_frames: Optional[int] = None) -> torch.Tensor:
-    """Accept a (F, H, W, 3) uint8 array/tensor, a list of (H, W, 3) arrays, or a video /
-    image-folder path or a list of image paths (read by the shared ``io_video`` reader, as the
-    other engines do), keeping frames ``start, start + stride, ...``, at most ``max_frames``."""
-    if isinstance(frames, (str, os.PathLike)) or (isinstance(frames, (list, tuple)) and frames
-                                                 and isinstance(frames[0], (str, os.PathLike))):
-        from ..io_video import read_frames
-        return torch.as_tensor(np.asarray(read_frames(frames, start=start, stride=stride,
-                                                      max_frames=max_frames).frames), dtype=torch.uint8)
-    if isinstance(frames, (list, tuple)):
-        frames = np.stack([np.asarray(f) for f in frames])
-    t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
-    if t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"expected frames of shape (F, H, W, 3), got {tuple(t.shape)}")
-    if stride < 1 or start < 0:
-        raise ValueError(f"stride must be >= 1 and start >= 0 (got stride {stride}, start {start})")
-    t = t[start::stride]
-    return (t[:max_frames] if max_frames else t).to(torch.uint8)
+@dataclass(frozen=True)
+class SquareCrop:
+    """The centred square of an H x W frame: what a square model sees of it."""
+
+    top: int
+    left: int
+    side: int
+
+    def paste(self, d: DepthFrame, height: int, width: int) -> DepthFrame:
+        """A depth map of the square, placed in a full frame: 0 (unknown) outside it."""
+        depth = np.zeros((height, width), np.float32)
+        conf = np.zeros((height, width), np.float16)
+        depth[self.top:self.top + self.side, self.left:self.left + self.side] = d.depth
+        conf[self.top:self.top + self.side, self.left:self.left + self.side] = d.conf
+        return DepthFrame(depth, conf)
+
+
+def square_crop(height: int, width: int) -> SquareCrop:
+    side = min(height, width)
+    return SquareCrop((height - side) // 2, (width - side) // 2, side)
 
 
 class LazyModel:

@@ -21,10 +21,11 @@ import torch
 
 from ..bundle import Bundle
 from ..geometry.alignment import sliding_window_starts
-from ..geometry.cameras import resize_intrinsics
+from ..geometry.cameras import crop_intrinsics, resize_intrinsics
+from ..io_video import check_solvable, load_clip
 from ..runtime import Progress
-from .assemble import camera_frames, pointmap_parts
-from .common import LazyModel, as_frames, resize_frames
+from .assemble import CONFIDENT, camera_frames, pointmap_parts
+from .common import LazyModel, resize_frames, square_crop
 from .pointmap_cameras import cameras_from_pointmaps
 
 GEOMETRY_T = 5.0  # of 1000 (sigma 0.005)
@@ -84,22 +85,29 @@ class UnifiedEngine(LazyModel):
         if cameras not in ("rays", "points"):
             raise ValueError(f"cameras must be 'rays' or 'points', not {cameras!r}")
         progress = Progress.of(progress, device=self.device)
+        clip = load_clip(frames, start=start, stride=stride, max_frames=max_frames)
+        check_solvable(clip, min_frames=2)  # before the model loads: bad input costs nothing
         progress(0.0, "loading model")
         with progress.timed("load"):
             model = self.model
-        frames = as_frames(frames, start=start, stride=stride, max_frames=max_frames)
+        frames = torch.as_tensor(np.stack(clip.frames))
         n, H, W = frames.shape[:3]
-        if n < 2:
-            raise ValueError(f"solving cameras needs at least 2 frames, got {n}")
         S = model.config.sample_size * (1 if model.config.space == "pixel" else 8)
         win = min(int(window or model.config.num_frames), n)
         starts = sliding_window_starts(n, win, int(window_stride or max(1, win // 2)))
+        # The model sees square frames with one focal. Squashing 540x360 footage into a square
+        # made its focal mean different things along x and y (fx 648, fy 432 where the truth is
+        # 495.6 for both), so it sees the centred square instead, at the footage's own aspect;
+        # cameras hold for the whole frame, depth and points cover that square.
+        crop = square_crop(H, W)
+        to_model = lambda K_: resize_intrinsics(crop_intrinsics(K_, crop.left, crop.top), S / crop.side)  # noqa: E731
         K_small = None
         if K is not None:  # input pixels -> model pixels (pixel centres at integers)
             K = torch.as_tensor(np.asarray(K), dtype=torch.float64)
-            K_small = resize_intrinsics(K, S / W, S / H)
+            K_small = to_model(K)
         with progress.timed("resize"):
-            small = resize_frames(frames, S).to(self.device)
+            small = resize_frames(frames[:, crop.top:crop.top + crop.side, crop.left:crop.left + crop.side], S)
+            small = small.to(self.device)
         c2w_world = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
         pts_world = torch.zeros(n, S, S, 3)
         conf_all = torch.zeros(n, S, S)
@@ -134,16 +142,24 @@ class UnifiedEngine(LazyModel):
                     conf_all[g] = sol["conf"][f]
                 focals.append(float(sol["K"][0, 0]))
         progress(0.97, "writing")
-        if K is None:  # the model's square frame -> the input's pixels, axis by axis
-            focal_small = float(np.median(focals))
-            K = torch.tensor([[focal_small * W / S, 0, (W - 1) / 2], [0, focal_small * H / S, (H - 1) / 2], [0, 0, 1]],
-                             dtype=torch.float64)
+        if K is None:  # the model's square frame -> the input's pixels: one focal, centred
+            f_small, c_small = float(np.median(focals)), (S - 1) / 2
+            K_small = torch.tensor([[f_small, 0, c_small], [0, f_small, c_small], [0, 0, 1]], dtype=torch.float64)
+            K = crop_intrinsics(resize_intrinsics(K_small, crop.side / S), -crop.left, -crop.top)
         cams = camera_frames(c2w_world, K)
-        points, depth = pointmap_parts(c2w_world, pts_world, conf_all, small.cpu(), out_size=(H, W))
+        points, depth = pointmap_parts(c2w_world, pts_world, conf_all, small.cpu(), out_size=(crop.side, crop.side))
+        depth = [crop.paste(d, H, W) for d in depth]
+        counts = [len(p.xyz) for p in points]
         progress(1.0, "done")
-        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(fps or 24.0),
+        return Bundle(task="solve", width=W, height=H, frame_count=n, fps=float(fps or clip.fps),
                       engine=self.name, model_id=self.model_id, frames=list(frames.numpy()), cameras=cams,
                       points=points, depth=depth,
-                      scores={"confidence": float(conf_all.mean()), "windows": len(starts)},
+                      scores={"confidence": float(conf_all.mean()), "windows": len(starts), "registered": n,
+                              "points_per_frame": counts, "frames_without_points": [i for i, c in enumerate(counts)
+                                                                                    if c == 0],
+                              "confident_fraction": float((conf_all > CONFIDENT).float().mean())},
                       timings={k: round(v, 4) for k, v in progress.timings.items()},
-                      source={"frames": n, "model_frame_size": S, "geometry_t": float(t), "start": start, "stride": stride})
+                      source={"input": clip.source, "frame_indices": clip.indices, "frames": n,
+                              "model_frame_size": S, "model_view": {"left": crop.left, "top": crop.top,
+                                                                    "side": crop.side},
+                              "geometry_t": float(t), "start": start, "stride": stride})

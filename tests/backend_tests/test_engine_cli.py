@@ -46,7 +46,7 @@ def test_solve_errors_are_one_clear_line(tmp_path):
     one = _images(tmp_path / "one", [np.zeros((40, 60, 3), np.uint8)])
     _assert_one_line_error(_solve(one, "--out", tmp_path / "o"), "too few frames")
     blank = _images(tmp_path / "blank", [np.full((40, 60, 3), 60 + 20 * i, np.uint8) for i in range(4)])
-    _assert_one_line_error(_solve(blank, "--out", tmp_path / "o", "--quiet"), "nothing registered")
+    _assert_one_line_error(_solve(blank, "--out", tmp_path / "o", "--quiet"), "no texture")
     _assert_one_line_error(_solve(blank, "--out", tmp_path / "o", "--intrinsics", "1,2"), "--intrinsics")
     assert not (tmp_path / "o").exists()  # no half bundle after a failure
 

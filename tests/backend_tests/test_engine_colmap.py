@@ -17,8 +17,9 @@ import pytest
 
 pycolmap = pytest.importorskip("pycolmap")
 
+from backend.io_video import VideoError  # noqa: E402
 from backend.runtime import Cancelled  # noqa: E402
-from backend.engines import ENGINES, EngineError, NothingRegistered, TooFewFrames, get_engine  # noqa: E402
+from backend.engines import ENGINES, EngineError, TooFewFrames, get_engine  # noqa: E402
 from backend.engines.colmap import _to_parallax  # noqa: E402
 from backend.engines.colmap_select import TAU_PX, epipolar_support, pick, read_verified_matches  # noqa: E402
 
@@ -162,7 +163,8 @@ def test_model_choice_by_epipolar_support_of_verified_matches(tmp_path):
 
 def test_too_few_frames_and_bad_K():
     engine = get_engine("colmap")
-    frames = [np.zeros((32, 32, 3), np.uint8)] * 2
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
     with pytest.raises(TooFewFrames, match="got 2"):
         engine.solve(frames)
     with pytest.raises(EngineError, match="K must be 3x3"):
@@ -171,9 +173,9 @@ def test_too_few_frames_and_bad_K():
         engine.solve(frames * 2, mapper="magic")
 
 
-def test_untextured_frames_register_nothing():
+def test_untextured_frames_are_refused_before_colmap_runs():
     frames = [np.full((48, 64, 3), 90 + 10 * i, np.uint8) for i in range(4)]
-    with pytest.raises(NothingRegistered, match="nothing registered"):
+    with pytest.raises(VideoError, match="no texture"):
         get_engine("colmap").solve(frames)
 
 
