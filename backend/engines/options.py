@@ -5,13 +5,17 @@ value gets a 422 naming the option instead of reaching native code (``overlap=0`
 the whole server process inside a pycolmap check), and the CLI validates its flags the same way.
 Frame selection (start, stride, max_frames) is not here: every engine takes it, and the task's
 own params carry it.
+
+Strict types: lax pydantic took JSON ``true`` as the integer 1 and ``"5"`` as 5, so
+``{"overlap": true}`` reached COLMAP as a 1-frame window; a JSON client sends numbers as numbers.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Matrix3 = list[list[float]]
 
@@ -19,7 +23,7 @@ Matrix3 = list[list[float]]
 class EngineOptions(BaseModel):
     """What every engine accepts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     K: Optional[Matrix3] = Field(None, description="known 3x3 intrinsics in the input's pixels "
                                                      "(pixel centres at integers); held fixed")
     fps: Optional[float] = Field(None, gt=0.0, le=1000.0, description="frame rate to record (default: the video's)")
@@ -31,8 +35,14 @@ class EngineOptions(BaseModel):
             return K
         if len(K) != 3 or any(len(row) != 3 for row in K):
             raise ValueError("K must be a 3x3 matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]")
+        if not all(math.isfinite(v) for row in K for v in row):
+            raise ValueError("K must hold finite numbers")
         if not (0 < K[0][0] < 1e6 and 0 < K[1][1] < 1e6 and abs(K[0][2]) < 1e6 and abs(K[1][2]) < 1e6):
             raise ValueError("K needs positive focal lengths and principal points under 1e6 px")
+        # The engines read fx, fy, cx, cy only: a skew or another bottom row would be ignored
+        # silently, so it is refused instead.
+        if max(abs(K[0][1]), abs(K[1][0]), abs(K[2][0]), abs(K[2][1]), abs(K[2][2] - 1.0)) > 1e-6:
+            raise ValueError("K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)")
         return K
 
 
@@ -58,3 +68,12 @@ class UnifiedOptions(EngineOptions):
     cameras: Literal["points", "rays"] = Field("points", description="cameras by PnP on the point maps, or from rays")
     align: bool = Field(True, description="global alignment of the windows' cameras")
     photometric: bool = Field(True, description="photometric refinement of the cameras")
+
+    @model_validator(mode="after")
+    def _windows_overlap(self):
+        # Each window is chained to the world through the frames it shares with the previous
+        # one (pipelines/v2c.py): a stride of a whole window or more shares none.
+        if self.window is not None and self.window_stride is not None and self.window_stride >= self.window:
+            raise ValueError(f"window_stride ({self.window_stride}) must be less than window ({self.window}): "
+                             "consecutive windows must share frames")
+        return self

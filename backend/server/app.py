@@ -1,13 +1,16 @@
 """The FastAPI application: routes of DESIGN section 4, bearer-token auth, JSON errors.
 
-Every error is ``{"error": "<message for a person>"}`` with a 4xx status (5xx only for a bug
-in the server itself). The schema is served at ``/openapi.json`` without a token (it holds
-no data); everything else needs ``Authorization: Bearer <PARALLAX_TOKEN>``.
+Every error is ``{"error": "<message for a person>"}`` with a 4xx status, 507 when the server's
+disk is full or read-only, and 500 only for a bug in the server itself (its message names the
+exception type; the details, which may hold server paths, go to the server log). The schema is
+served at ``/openapi.json`` without a token (it holds no data); everything else needs
+``Authorization: Bearer <PARALLAX_TOKEN>``.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import sys
 import threading
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from . import storage
 from .config import ServerConfig
 from .errors import ApiError, format_validation
 from .jobs import JobQueue
@@ -32,6 +36,7 @@ from .uploads import IMAGE_EXTS, VIDEO_EXTS, UploadStore
 
 API_VERSION = 1
 PUBLIC_PATHS = ("/openapi.json",)
+log = logging.getLogger("parallax.server")
 
 
 # -- schema models ----------------------------------------------------------------------
@@ -135,10 +140,12 @@ def _documented_auth(_: Optional[HTTPAuthorizationCredentials] = Depends(_bearer
 # -- device and memory facts -------------------------------------------------------------
 
 class DeviceProbe:
-    """Torch is heavy: it is probed once, in the background, unless the device is 'cpu'."""
+    """Torch is heavy: it is probed once, in the background, unless the device is 'cpu'.
+    ``engine_facts`` returns what the engine worker last reported (jobs allocate there)."""
 
-    def __init__(self, requested: str):
+    def __init__(self, requested: str, engine_facts=dict):
         self.requested = requested
+        self.engine_facts = engine_facts
         self.facts: dict = {"requested": requested, "status": "probing"}
         if requested == "cpu":
             self.facts = {"requested": "cpu", "status": "ready", "name": "cpu", "gpu": None}
@@ -171,18 +178,27 @@ class DeviceProbe:
             try:
                 free, total = torch.cuda.mem_get_info()
                 facts["gpu"] = dict(facts["gpu"], memory_free=free,
-                                    memory_allocated=torch.cuda.memory_allocated())
+                                    memory_allocated=self.engine_facts().get("cuda_allocated", 0))
             except Exception:
                 pass
         return facts
 
 
-def memory_facts() -> dict:
+def memory_facts(engine_pid: Optional[int] = None) -> dict:
+    """The machine's memory, the server's resident memory and the engine worker's (where the
+    models live)."""
     try:
         import psutil
 
         vm = psutil.virtual_memory()
-        return {"total": vm.total, "available": vm.available, "process_rss": psutil.Process().memory_info().rss}
+        facts = {"total": vm.total, "available": vm.available, "process_rss": psutil.Process().memory_info().rss,
+                 "engine_rss": None}
+        if engine_pid:
+            try:
+                facts["engine_rss"] = psutil.Process(engine_pid).memory_info().rss
+            except psutil.Error:
+                pass
+        return facts
     except ImportError:
         return {}
 
@@ -190,10 +206,10 @@ def memory_facts() -> dict:
 # -- the app ---------------------------------------------------------------------------
 
 def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    storage.prepare_data_dir(config.data_dir)  # private, ours (storage.DataDirError if not)
     uploads = UploadStore(config.uploads_dir, config.limits)
     jobs = JobQueue(config, registry, uploads)
-    device = DeviceProbe(config.device)
+    device = DeviceProbe(config.device, lambda: jobs.engine.facts)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -212,9 +228,10 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
     app.state.jobs, app.state.uploads = jobs, uploads
     app.add_middleware(TokenAuth, token=config.token)
     _add_error_handlers(app)
+    _document_task_params(app, registry)
 
     @app.post("/v1/uploads", status_code=201, response_model=UploadOut, tags=["uploads"],
-              responses=_errors(400, 413, 415, 422, 429), openapi_extra=_BINARY_BODY,
+              responses=_errors(400, 413, 415, 422, 429, 507), openapi_extra=_BINARY_BODY,
               summary="Upload one input file (the raw bytes are the request body)")
     async def create_upload(request: Request, filename: str = Query(
             ..., min_length=1, max_length=255,
@@ -226,7 +243,7 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
         return info.to_json()
 
     @app.post("/v1/jobs", status_code=201, response_model=JobOut, tags=["jobs"],
-              responses=_errors(422, 429), summary="Queue a job")
+              responses=_errors(422, 429, 507), summary="Queue a job")
     def create_job(body: JobRequest):
         job = jobs.submit(body.task, body.inputs, body.params)
         return jobs.snapshot(job.id)
@@ -255,18 +272,42 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
     def health():
         return {
             "version": __version__, "api": API_VERSION, "pid": os.getpid(),
-            "device": device.snapshot(), "memory": memory_facts(),
+            "device": device.snapshot(), "memory": memory_facts(jobs.engine.pid),
             "tasks": registry.describe(), "engines": engines_status(),
             "queue": jobs.stats(), "limits": config.limits.to_json(),
             "retention": config.retention.to_json(),
         }
 
     @app.post("/v1/release", response_model=ReleaseOut, tags=["service"], responses=_errors(),
-              summary="Release loaded models and cached GPU memory (a running job's after it ends)")
+              summary="Release loaded models and GPU memory: ends the engine worker process (after "
+                      "the running job, if any)")
     def release():
         return jobs.release()
 
     return app
+
+
+def _document_task_params(app: FastAPI, registry: TaskRegistry) -> None:
+    """``JobRequest.params`` is checked against the named task's params model in
+    ``JobQueue.submit`` (so the error can name the task); the served schema lists every task's
+    params model (and, through solve's, every engine's options) as its variants."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            variants = []
+            for name in registry.names():
+                params = registry.get(name).params_model.model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+                components.update(params.pop("$defs", {}))
+                components[f"params_{name}"] = dict(params, title=f"params of task {name}")
+                variants.append({"$ref": f"#/components/schemas/params_{name}"})
+            components["JobRequest"]["properties"]["params"]["anyOf"] = variants
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -302,5 +343,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": message}, exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _bug(_request, exc: Exception):
-        return JSONResponse({"error": f"internal server error: {type(exc).__name__}: {exc}"}, 500)
+    async def _bug(request, exc: Exception):
+        problem = storage.disk_problem(exc)
+        if problem is not None:
+            return JSONResponse({"error": storage.disk_message(problem, "the request could not be stored")}, 507)
+        # The exception's text may hold server paths (an OSError names its file): the log has it.
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": f"internal server error ({type(exc).__name__}); see the server log"}, 500)

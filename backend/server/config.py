@@ -24,11 +24,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class Retention:
-    """Finished jobs (and uploads no active job needs) are removed past either bound."""
+    """Finished jobs (and uploads no active job needs) are removed past either bound, never
+    within their claim window.
+
+    The claim window (issue 12, item 4): uploads were swept by count before the job that needed
+    them was submitted (--keep-uploads 3 and 6 frames uploaded while another job ran: gone when
+    submitted; the default of 100 broke every frame folder of more than 100 images). Now an
+    upload younger than ``claim_s`` is never removed, nor one a queued or running job names, and
+    a done job's bundle nobody has downloaded yet is kept as long. An hour covers uploading a
+    3000-frame folder (the most one job takes) many times over, and a client that polls every
+    0.25 s downloads a result within a second of it being done.
+    """
 
     keep_jobs: int = 20  # most recent finished jobs kept
-    keep_uploads: int = 100  # most recent uploads kept
+    keep_uploads: int = 3000  # most recent uploads kept: one job's worth (Limits.max_inputs)
     max_age_s: float = 3 * 24 * 3600.0
+    claim_s: float = 3600.0  # see above
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -41,6 +52,11 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: Retention = field(default_factory=Retention)
     device: str = "auto"  # auto | cpu | cuda[:n]
+    # A cancelled job whose engine has not stopped this long after the request is ended with
+    # its worker process. GLOMAP takes no cancellation token (engines/colmap.py), so a cancel
+    # waits for global mapping to return: minutes on a long clip, where every other stage
+    # stops within a progress report (0.25 s polls).
+    cancel_grace_s: float = 10.0
 
     @property
     def uploads_dir(self) -> Path:

@@ -22,7 +22,7 @@ def format_validation(errors: list, prefix: str = "") -> str:
     parts = []
     for err in errors[:6]:
         loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path")]
-        where = (prefix + ".".join(loc)) if loc else prefix.rstrip(".")
+        where = (prefix + ".".join(loc)) if loc else ""  # a model-level check names its fields itself
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)
     if len(errors) > 6:

@@ -1,29 +1,33 @@
-"""The job queue: one worker thread runs jobs in submission order.
+"""The job queue: one worker thread hands jobs, in submission order, to the engine worker
+process (``worker.py``), which runs them.
 
 A job's life: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled`` (a queued
 job can go straight to ``cancelled``). Its directory ``<data>/jobs/<id>/`` holds ``job.json``
-(state, kept current for the retention sweep and for post-mortems), a scratch ``work/``
-folder and, once done, ``bundle.zip``. Only ``done`` jobs have a bundle: the bundle is
-written atomically (backend.bundle.write_bundle) and zipped atomically, and a job cancelled
-or failed at any point has its partial outputs removed.
+(state, kept current for the retention sweep, for post-mortems and for the next server
+process), a scratch ``work/`` folder and, once done, ``bundle.zip``. Only ``done`` jobs have a
+bundle: the bundle is written atomically (backend.bundle.write_bundle) and zipped atomically,
+and a job cancelled, failed or crashed at any point has its partial outputs removed.
 
-One worker keeps per-task caches between jobs, so a loaded model stays loaded; ``release()``
-empties them (and the CUDA cache when torch is loaded) on request.
+The engine worker keeps per-task caches between jobs, so a loaded model stays loaded;
+``release()`` ends the worker (between jobs) to give everything back.
+
+A server that died (a crash, kill -9, a power cut) left its jobs ``queued`` or ``running`` in
+their job.json forever, and the next server answered 404 for them (issue 12, item 2). On
+start-up the queue reads every job folder: finished jobs are served again, and interrupted
+ones are marked failed with "the backend stopped while this job ran"; their uploads stay (the
+upload store reloads them too), claimed for a new window, so the job can be submitted again.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
 import os
+import pickle
 import queue
-import shutil
-import sys
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,20 +35,20 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from ..bundle import Bundle, read_bundle, write_bundle, zip_bundle
-from . import memory, retention
+from . import memory, retention, storage
 from .config import ServerConfig
 from .errors import ApiError, format_validation
-from ..runtime import Cancelled, Progress
-from .tasks import JobContext, TaskRegistry
+from .tasks import TaskRegistry
 from .uploads import META_NAME as UPLOAD_META, UploadStore, is_id, new_id
+from .worker import BUNDLE_ZIP, EngineWorker, clean_job_dir
 
 log = logging.getLogger("parallax.server")
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 JOB_META = "job.json"
-BUNDLE_ZIP = "bundle.zip"
+INTERRUPTED = "the backend stopped while this job ran"
+_STARTED = retention.process_started()  # with the pid, tells this server from a later one with its pid
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Job:
     message: str = ""
     started: Optional[float] = None
     finished: Optional[float] = None
+    downloaded: bool = False  # its bundle was fetched at least once (see Retention.claim_s)
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
     def eta_s(self, now: float) -> Optional[float]:
@@ -89,34 +94,76 @@ class JobQueue:
         self.limits = config.limits
         self.registry = registry
         self.uploads = uploads
-        self.root = config.jobs_dir
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = storage.private_dir(config.jobs_dir)
         self._jobs: "OrderedDict[str, Job]" = OrderedDict()
         self._removed: "OrderedDict[str, None]" = OrderedDict()  # ids swept away, for 410
+        self._claims: dict[str, float] = {}  # upload id -> kept until (uploads of interrupted jobs)
         self._lock = threading.RLock()
         self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
-        self._caches: dict[str, dict] = {}
         self._release_pending = False
         self._current: Optional[Job] = None
         self._thread: Optional[threading.Thread] = None
+        self.engine = EngineWorker(config.cancel_grace_s)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._recover()
         self.sweep()
         self._thread = threading.Thread(target=self._worker, name="parallax-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Cancel what is queued and running, then end the engine worker. A running job gets
+        ``timeout`` s to stop by itself (the add-on's client kills the server 5 s after asking
+        it to stop), then its process is ended."""
         with self._lock:
             for job in self._jobs.values():
                 if job.state == "queued":
                     self._finish(job, "cancelled", "the server shut down before the job started")
                 elif job.state == "running":
                     job.cancel_event.set()
+                    self.engine.cancel(job.id)
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.engine.kill()
+                self._thread.join(5.0)
+        self.engine.close(timeout=1.0)
+
+    def _recover(self) -> None:
+        """Load the jobs a previous server process left; fail the ones it did not finish."""
+        now = time.time()
+        found = []
+        for d in self.root.iterdir():
+            if not is_id(d.name) or d.is_symlink() or not d.is_dir():
+                continue
+            try:
+                meta = json.loads((d / JOB_META).read_text())
+                job = Job(id=d.name, task=str(meta["task"]), inputs=[str(u) for u in meta.get("inputs", [])],
+                          params=dict(meta.get("params") or {}), dir=d, created=float(meta["created"]),
+                          state=str(meta["state"]), progress=float(meta.get("progress") or 0.0),
+                          stage=str(meta.get("stage") or ""), message=str(meta.get("message") or ""),
+                          started=meta.get("started"), finished=meta.get("finished"),
+                          downloaded=bool(meta.get("downloaded")))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a job of ours: left for the retention sweep
+            if job.state not in STATES:
+                continue
+            if job.state in ACTIVE:
+                if retention.is_active_elsewhere(d, JOB_META):
+                    continue  # another live server shares this data folder and runs it
+                was = job.state
+                clean_job_dir(d)
+                self._finish(job, "failed", f"{INTERRUPTED}" + (" (it was still queued)" if was == "queued" else "")
+                             + "; its uploads are kept: submit it again")
+                log.warning("job %s was %s when the previous server stopped: marked failed", job.id, was)
+                for uid in job.inputs:
+                    self._claims[uid] = now + self.config.retention.claim_s
+            found.append(job)
+        for job in sorted(found, key=lambda j: j.created):
+            self._jobs[job.id] = job
 
     # -- requests ----------------------------------------------------------------------
 
@@ -136,8 +183,7 @@ class JobQueue:
         for uid in input_ids:
             up = self.uploads.get(uid) if isinstance(uid, str) and is_id(uid) else None
             if up is None:
-                raise ApiError(422, f"no upload with id {uid!r} on this server (upload the file with "
-                                    "POST /v1/uploads first; uploads are removed after a while)")
+                raise ApiError(422, _no_upload(uid))
             if up.kind not in task.input_kinds:
                 raise ApiError(422, f"task {task_name!r} takes {' or '.join(task.input_kinds)} inputs; "
                                     f"{up.filename!r} is a {up.kind}")
@@ -153,10 +199,19 @@ class JobQueue:
             raise ApiError(422, "bad params: " + format_validation(e.errors(), "params.")) from None
         with self._lock:
             self.check_capacity()
+            for uid in input_ids:  # the sweep holds this lock: an upload known now stays until the job ends
+                if self.uploads.get(uid) is None:
+                    raise ApiError(422, _no_upload(uid))
             jid = new_id()
             job = Job(id=jid, task=task_name, inputs=list(input_ids), params=params_obj.model_dump(mode="json"),
                       dir=self.root / jid, created=time.time(), params_obj=params_obj)
-            job.dir.mkdir(parents=True)
+            try:
+                job.dir.mkdir(mode=storage.DIR_MODE)
+            except OSError as e:
+                problem = storage.disk_problem(e)
+                if problem is None:
+                    raise
+                raise ApiError(507, storage.disk_message(problem, "the job could not be created")) from None
             self._jobs[jid] = job
             self._write_meta(job)
         self._queue.put(jid)
@@ -194,7 +249,10 @@ class JobQueue:
                 job.stage = "cancelling"
             elif job.state in ("done", "failed"):
                 raise ApiError(409, f"job {job_id!r} has already ended ({job.state}); nothing to cancel")
-            return job.to_json()
+            snap = job.to_json()
+        if snap["state"] == "running":
+            self.engine.cancel(job_id)  # at once: the worker's next progress report raises Cancelled
+        return snap
 
     def bundle_path(self, job_id: str) -> Path:
         with self._lock:
@@ -203,45 +261,54 @@ class JobQueue:
                 raise ApiError(409, f"job {job_id!r} is {job.state}; its bundle exists once it is done")
             if job.state != "done":
                 raise ApiError(409, f"job {job_id!r} ended {job.state} ({job.message}); it has no bundle")
-        path = job.dir / BUNDLE_ZIP
-        if not path.is_file():
-            raise ApiError(410, f"the bundle of job {job_id!r} was removed by the retention policy")
+            path = job.dir / BUNDLE_ZIP
+            if not path.is_file():
+                raise ApiError(410, f"the bundle of job {job_id!r} was removed by the retention policy")
+            if not job.downloaded:
+                job.downloaded = True  # from now on the retention counts apply to it
+                self._write_meta(job)
         return path
 
     def release(self) -> dict:
-        """Drop cached models (not the running job's: that happens when it ends)."""
-        with self._lock:
-            busy = self._current.task if self._current else None
-            released = [name for name, cache in self._caches.items() if name != busy and cache]
-            for name in released:
-                self._caches[name].clear()
-            self._release_pending = busy is not None
-        _free_memory()
-        return {"released": released, "deferred": [busy] if busy else []}
+        """Give back what the engine worker holds (loaded models, CUDA memory) by ending it; a
+        running job's worker ends after the job."""
+        with self._lock:  # no job can start while the worker is taken away
+            if self._current is not None:
+                self._release_pending = True
+                return {"released": [], "deferred": sorted(set(self.engine.cached) | {self._current.task})}
+            detached = self.engine.detach()
+        return {"released": sorted(self.engine.end(detached)), "deferred": []}
 
     def stats(self) -> dict:
         with self._lock:
             return {"queued": sum(1 for j in self._jobs.values() if j.state == "queued"),
                     "running": self._current.id if self._current else None,
-                    "max_queue": self.limits.max_queue, "jobs_known": len(self._jobs)}
+                    "max_queue": self.limits.max_queue, "jobs_known": len(self._jobs),
+                    "engine_worker": self.engine.status()}
 
     def sweep(self) -> None:
         """Apply the retention policy to job and upload directories."""
         r = self.config.retention
+        now = time.time()
         with self._lock:  # submissions wait: an upload cannot be claimed while it is swept
             active = [j for j in self._jobs.values() if j.state in ACTIVE]
-            gone = retention.sweep(self.root, r.keep_jobs, r.max_age_s, {j.id for j in active}, JOB_META)
+            unfetched = [j.id for j in self._jobs.values() if j.state == "done" and not j.downloaded
+                         and now - (j.finished or now) < r.claim_s]
+            gone = retention.sweep(self.root, r.keep_jobs, r.max_age_s, {j.id for j in active} | set(unfetched),
+                                   JOB_META, now=now)
+            self._claims = {u: t for u, t in self._claims.items() if t > now}
             gone_uploads = retention.sweep(self.uploads.root, r.keep_uploads, r.max_age_s,
-                                           {u for j in active for u in j.inputs}, UPLOAD_META)
+                                           {u for j in active for u in j.inputs} | set(self._claims),
+                                           UPLOAD_META, now=now, min_age_s=r.claim_s)
             for jid in gone:
                 self._jobs.pop(jid, None)
                 self._removed[jid] = None
             while len(self._removed) > 10_000:
                 self._removed.popitem(last=False)
-        for uid in gone_uploads:
-            self.uploads.forget(uid)
+            for uid in gone_uploads:  # under the lock: submit() re-checks its uploads under it
+                self.uploads.forget(uid)
 
-    # -- the worker --------------------------------------------------------------------
+    # -- the worker thread -------------------------------------------------------------
 
     def _worker(self) -> None:
         while True:
@@ -252,7 +319,8 @@ class JobQueue:
                 job = self._jobs.get(jid)
                 if job is None or job.state != "queued":
                     continue
-                job.state, job.stage, job.started = "running", "starting", time.time()
+                job.state, job.started = "running", time.time()
+                job.stage = "starting" if self.engine.pid else "starting the engine process"
                 self._current = job
                 self._write_meta(job)
             try:
@@ -261,79 +329,62 @@ class JobQueue:
                 log.exception("worker: unexpected error around job %s", jid)
                 with self._lock:
                     if job.state == "running":
+                        clean_job_dir(job.dir)
                         self._finish(job, "failed", "internal error in the job runner (see the server log)")
             finally:
                 with self._lock:
                     self._current = None
-                    if self._release_pending:
-                        for cache in self._caches.values():
-                            cache.clear()
-                        self._release_pending = False
-                        _free_memory()
+                    release, self._release_pending = self._release_pending, False
+                if release:
+                    self.engine.close()
                 try:
                     self.sweep()
                 except Exception:
                     log.exception("retention sweep failed")
-                memory.trim()  # the job's freed memory back to the system (see memory.py)
+                memory.trim()
 
     def _run(self, job: Job) -> None:
         task = self.registry.get(job.task)
-        work = job.dir / "work"
-        work.mkdir(exist_ok=True)
-        bundle_dir = job.dir / "bundle"
-        ctx = JobContext(job_id=job.id, inputs=[self.uploads.get(u) for u in job.inputs],
-                         params=job.params_obj, work_dir=work,
-                         progress=Progress(self._progress_fn(job), is_cancelled=job.cancel_event.is_set),
-                         cache=self._caches.setdefault(job.task, {}), limits=self.limits,
-                         cancel_event=job.cancel_event, device=self.config.device)
-        final, message = "failed", ""
-        try:
-            if any(u is None or not u.path.is_file() for u in ctx.inputs):
-                raise ValueError("an input upload of this job is gone from the server; upload it again")
-            result = task.run(ctx)
-            ctx.progress.check()  # cancelled as the pipeline returned: no bundle
-            with self._lock:
-                job.stage = "writing bundle"
-            if isinstance(result, Bundle):
-                write_bundle(result, bundle_dir)
-            elif isinstance(result, (str, os.PathLike)):
-                bundle_dir = Path(result)
-                read_bundle(bundle_dir, load_points=False, load_depth=False)  # validates
+        inputs = [self.uploads.get(u) for u in job.inputs]
+        if any(u is None for u in inputs):
+            state, message = "failed", "an input upload of this job is gone from the server; upload it again"
+        else:
+            try:
+                payload = pickle.dumps({"task": job.task, "run": task.run, "params": job.params_obj,
+                                        "inputs": inputs, "job_dir": str(job.dir), "limits": self.limits,
+                                        "device": self.config.device})
+            except Exception as e:  # a lambda or closure as run: the worker process cannot import it
+                log.exception("job %s: task %r cannot be sent to the engine worker", job.id, job.task)
+                state, message = "failed", (f"internal error: task {job.task!r} cannot run in the engine "
+                                            f"process ({type(e).__name__}: {e})")
             else:
-                raise TypeError(f"task {job.task!r} returned {type(result).__name__}, "
-                                "expected a Bundle or a bundle directory")
-            zip_bundle(bundle_dir, job.dir / BUNDLE_ZIP)
-            final = "done"
-        except Cancelled:
-            final, message = "cancelled", "cancelled by request"
-        except ValueError as e:  # pipelines raise ValueError with a message for the user
-            message = str(e) or type(e).__name__
-        except MemoryError:
-            message = "out of memory: try a shorter or smaller clip"
-        except Exception as e:
-            message = f"internal error: {type(e).__name__}: {e}"
-            (job.dir / "error.log").write_text(traceback.format_exc())
-            log.exception("job %s (%s) failed", job.id, job.task)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-            if bundle_dir.parent == job.dir:
-                shutil.rmtree(bundle_dir, ignore_errors=True)
+                state, message = self.engine.run(job.id, payload, self._progress_fn(job),
+                                                 job.cancel_event.is_set)
         with self._lock:
-            # Cancelled while zipping, or a pipeline that turned the Cancelled it saw into an
-            # error of its own.
-            if job.cancel_event.is_set():
-                final, message = "cancelled", "cancelled by request"
-            if final != "done":
-                (job.dir / BUNDLE_ZIP).unlink(missing_ok=True)
-            self._finish(job, final, message)
+            if job.cancel_event.is_set() and state != "cancelled":
+                # Cancelled while zipping, or a pipeline that turned the Cancelled it saw into an
+                # error of its own (or died of it).
+                state, message = "cancelled", "cancelled by request"
+            clean_job_dir(job.dir, keep=("job.json", "error.log") + ((BUNDLE_ZIP,) if state == "done" else ()))
+            self._finish(job, state, self._scrub(message, job, inputs))
+
+    def _scrub(self, message: str, job: Job, inputs: list) -> str:
+        """Messages name the user's files, never the server's folders."""
+        paths = {str(job.dir): "the job's folder", str(self.uploads.root): "the upload folder",
+                 str(self.config.data_dir): "the server's data folder"}
+        for up in inputs:
+            if up is not None:  # as the user named it (an OSError quotes its path itself)
+                paths[str(up.path)] = up.filename
+                paths[str(up.path.parent)] = "the upload folder"
+        return storage.scrub(message, paths)
 
     def _progress_fn(self, job: Job):
-        """The job's progress callback: records fraction and stage; False once cancelled."""
-        def progress(fraction: float, stage: Optional[str] = None) -> bool:
-            if job.cancel_event.is_set():
-                return False
+        """Records the worker's reports: fraction (None: unchanged) and stage."""
+        def progress(fraction: Optional[float], stage: Optional[str] = None) -> None:
+            if job.cancel_event.is_set():  # "cancelling" stays until the job ends
+                return
             try:
-                f = float(fraction)
+                f = float(fraction) if fraction is not None else job.progress
             except (TypeError, ValueError):
                 f = job.progress
             with self._lock:
@@ -341,7 +392,6 @@ class JobQueue:
                     job.progress = min(max(f, 0.0), 1.0)
                 if stage:
                     job.stage = str(stage)[:200]
-            return True
         return progress
 
     def _finish(self, job: Job, state: str, message: str) -> None:
@@ -353,22 +403,13 @@ class JobQueue:
 
     def _write_meta(self, job: Job) -> None:
         meta = {k: v for k, v in job.to_json().items() if k != "eta_s"}
-        meta["pid"] = os.getpid()
+        meta.update(pid=os.getpid(), pid_started=_STARTED, downloaded=job.downloaded)
         try:
-            tmp = job.dir / f".{JOB_META}.tmp"
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, job.dir / JOB_META)
-        except OSError:  # the directory was swept (a cancelled queued job); nothing to keep
+            storage.write_private(job.dir / JOB_META, json.dumps(meta))
+        except OSError:  # the directory was swept (a cancelled queued job), or the disk is full
             pass
 
 
-def _free_memory() -> None:
-    gc.collect()
-    memory.trim()
-    torch = sys.modules.get("torch")  # only if a pipeline loaded it; never import it here
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:
-            pass
+def _no_upload(uid) -> str:
+    return (f"no upload with id {uid!r} on this server (upload the file with POST /v1/uploads first; "
+            "uploads are removed after a while)")

@@ -2,9 +2,10 @@
 
 Both live under the server's data directory as ``<root>/<16 hex id>/``. A directory is a
 candidate only if its name is an id, it is a real directory (not a symlink) and it is not in
-``protected`` (queued/running jobs, and the uploads they read). Candidates beyond the newest
-``keep`` or older than ``max_age_s`` go: renamed to ``.trash-<id>`` first (atomic; a reader
-sees the whole directory or none), then deleted.
+``protected`` (queued/running jobs, and the uploads they read) and older than ``min_age_s``
+(the claim window: an upload no job has named yet, see ``config.Retention``). Candidates beyond
+the newest ``keep`` or older than ``max_age_s`` go: renamed to ``.trash-<id>`` first (atomic; a
+reader sees the whole directory or none), then deleted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ def _age_key(d: Path, meta_name: str) -> float:
         return 0.0
 
 
-def _is_active_elsewhere(d: Path, meta_name: str) -> bool:
+def process_started(pid: Optional[int] = None) -> Optional[float]:
+    """When process ``pid`` (default: this one) started, in seconds since the epoch (None
+    without psutil or when there is no such process)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # ImportError, psutil.NoSuchProcess, AccessDenied
+        return None
+
+
+def is_active_elsewhere(d: Path, meta_name: str) -> bool:
     """A job another live server process (sharing this data dir) still runs or queues."""
     try:
         meta = json.loads((d / meta_name).read_text())
@@ -43,6 +55,13 @@ def _is_active_elsewhere(d: Path, meta_name: str) -> bool:
     pid = meta.get("pid")
     if meta.get("state") not in ("queued", "running") or not isinstance(pid, int) or pid == os.getpid():
         return False
+    started = meta.get("pid_started")
+    if isinstance(started, (int, float)):
+        # A pid is reused after its process ends (a container's server is often the same pid
+        # every time): only the same pid *and* start time is the same server.
+        now_started = process_started(pid)
+        if now_started is not None:
+            return abs(now_started - started) < 1.0
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,8 +72,9 @@ def _is_active_elsewhere(d: Path, meta_name: str) -> bool:
 
 
 def sweep(root: Path, keep: int, max_age_s: float, protected: Iterable[str],
-          meta_name: str, now: Optional[float] = None) -> list[str]:
-    """Remove old id directories under ``root``; return the removed ids."""
+          meta_name: str, now: Optional[float] = None, min_age_s: float = 0.0) -> list[str]:
+    """Remove old id directories under ``root``; return the removed ids. Directories younger
+    than ``min_age_s`` are never removed (nor counted in ``keep``)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -64,9 +84,12 @@ def sweep(root: Path, keep: int, max_age_s: float, protected: Iterable[str],
     for d in root.iterdir():
         if not is_id(d.name) or d.is_symlink() or not d.is_dir() or d.name in protected:
             continue
-        if _is_active_elsewhere(d, meta_name):
+        if is_active_elsewhere(d, meta_name):
             continue
-        candidates.append((_age_key(d, meta_name), d))
+        t = _age_key(d, meta_name)
+        if now - t < min_age_s:
+            continue
+        candidates.append((t, d))
     candidates.sort(key=lambda item: item[0], reverse=True)  # newest first
     removed = []
     for rank, (t, d) in enumerate(candidates):

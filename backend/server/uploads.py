@@ -4,7 +4,10 @@ An upload is streamed to ``<data>/uploads/.<id>.partial/`` with a byte counter (
 oversized file is refused without filling the disk), probed with PyAV (videos) or Pillow
 (images) to check it decodes and fits the limits, then renamed to ``<data>/uploads/<id>/``.
 The stored file is always called ``input<ext>``: the client's file name is kept only as
-metadata, so no name can reach the file system.
+metadata, so no name can reach the file system. Folders are 0700 and files 0600 (storage.py).
+
+Uploads outlive the server process: a restarted server finds them again (``upload.json``), so
+the jobs a crash interrupted can be submitted again without uploading anything.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
+from . import storage
 from .config import Limits
 from .errors import ApiError
 
@@ -173,11 +177,27 @@ class UploadStore:
     """Uploads of this server process, by id. Thread-safe."""
 
     def __init__(self, root: Path, limits: Limits):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = storage.private_dir(Path(root))
         self.limits = limits
         self._items: dict[str, UploadInfo] = {}
         self._lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        """The uploads a previous server process left (complete ones: their metadata is
+        written last, just before the rename that publishes them)."""
+        for d in self.root.iterdir():
+            if not is_id(d.name) or d.is_symlink() or not d.is_dir():
+                continue
+            try:
+                meta = json.loads((d / META_NAME).read_text())
+                files = [f for f in d.iterdir() if f.name.startswith("input.") and f.is_file()]
+                info = UploadInfo(**{k: meta[k] for k in ("id", "filename", "kind", "bytes", "width", "height",
+                                                          "frames", "fps", "created")}, path=files[0])
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                continue  # not an upload of ours: left for the retention sweep
+            if info.id == d.name and info.kind in ("video", "image"):
+                self._items[info.id] = info
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes],
                       declared_length: Optional[int]) -> UploadInfo:
@@ -189,25 +209,37 @@ class UploadStore:
             raise ApiError(413, _too_big(filename, declared_length, limit))
         uid = new_id()
         partial = self.root / f".{uid}.partial"
-        partial.mkdir()
         target = partial / f"input{ext}"
         size = 0
         try:
-            with open(target, "wb") as f:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(413, _too_big(filename, size, limit))
-                    f.write(chunk)
+            try:
+                partial.mkdir(mode=storage.DIR_MODE)
+                with storage.open_private(target) as f:
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size > limit:
+                            raise ApiError(413, _too_big(filename, size, limit))
+                        f.write(chunk)
+            except OSError as e:
+                problem = storage.disk_problem(e)
+                if problem is None:
+                    raise
+                raise ApiError(507, storage.disk_message(problem, f"{filename!r} could not be stored")) from None
             if size == 0:
                 raise ApiError(422, f"{filename!r} is empty (0 bytes)")
             probe = probe_video if kind == "video" else probe_image
             facts = await run_in_threadpool(probe, target, filename, self.limits)
             info = UploadInfo(id=uid, filename=filename, kind=kind, bytes=size,
                               created=time.time(), **facts)
-            (partial / META_NAME).write_text(json.dumps(info.to_json()))
             final = self.root / uid
-            partial.rename(final)
+            try:
+                storage.write_private(partial / META_NAME, json.dumps(info.to_json()))
+                partial.rename(final)
+            except OSError as e:
+                problem = storage.disk_problem(e)
+                if problem is None:
+                    raise
+                raise ApiError(507, storage.disk_message(problem, f"{filename!r} could not be stored")) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -230,6 +262,12 @@ class UploadStore:
 
 
 def _too_big(name: str, size: int, limit: int) -> str:
-    return (f"{name!r} is larger than this server's upload limit of {limit / 1e6:.0f} MB "
-            f"({'at least ' if size > limit else ''}{size / 1e6:.1f} MB); raise --max-upload-mb "
+    # MiB, as --max-upload-mb counts (it said "MB" and divided by 10^6: a 1 MiB limit read "1 MB"
+    # and a 1.5 MiB file "1.6 MB").
+    return (f"{name!r} is larger than this server's upload limit of {_mib(limit)} MiB "
+            f"({'at least ' if size > limit else ''}{_mib(size)} MiB); raise --max-upload-mb "
             "or send a shorter clip")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}".removesuffix(".0")

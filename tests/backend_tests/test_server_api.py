@@ -1,5 +1,9 @@
 """The service against a real uvicorn on 127.0.0.1: auth, bind address, bad inputs, the job
-life cycle (done / cancelled / failed), queue limit, retention. Budget: ~30 s on 2 cores."""
+life cycle (done / cancelled / failed), queue limit, retention. Budget: ~30 s on 2 cores.
+
+Timing: the tests wait on states (polling the API), never on a sleep; a timeout is only the
+bound on a hang, so each is generous (T), since on a loaded 2-core machine test_auth and the
+parent-death test failed at 5 s read timeouts (issue 12, item 20)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from backend_tests.test_server_helpers import (COLOURS, REPO, STEP_X, Server, ma
                                                make_video)
 
 FINAL = ("done", "failed", "cancelled")
+T = 120  # seconds: the bound on any one wait (a request, a state), far beyond a normal one
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +37,36 @@ def server(tmp_path_factory):
 
 
 def get(s, path, **kw):
-    return requests.get(s.url + path, headers=s.auth, timeout=10, **kw)
+    return requests.get(s.url + path, headers=s.auth, timeout=T, **kw)
+
+
+def delete(s, jid):
+    return requests.delete(f"{s.url}/v1/jobs/{jid}", headers=s.auth, timeout=T)
 
 
 def upload(s, path: Path, name: str = None):
     with open(path, "rb") as f:
         return requests.post(s.url + "/v1/uploads", params={"filename": name or path.name}, data=f,
-                             headers=s.auth, timeout=30)
+                             headers=s.auth, timeout=T)
 
 
 def submit(s, task="echo", inputs=(), **params):
     return requests.post(s.url + "/v1/jobs", json={"task": task, "inputs": list(inputs), "params": params},
-                         headers=s.auth, timeout=10)
+                         headers=s.auth, timeout=T)
 
 
-def wait_state(s, jid, states=FINAL, timeout=20.0, cond=None):
+def wait_for(pred, timeout=T, what="condition"):
+    """Poll ``pred`` until it returns something truthy (returned); the timeout bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def wait_state(s, jid, states=FINAL, timeout=T, cond=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         j = get(s, f"/v1/jobs/{jid}").json()
@@ -66,7 +86,7 @@ def assert_still_serves(s):
 def test_refuses_to_start_without_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PARALLAX_TOKEN"}
     r = subprocess.run([sys.executable, "-m", "backend", "serve", "--port", "0", "--data-dir", str(tmp_path)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=T)
     assert r.returncode == 2
     assert "PARALLAX_TOKEN" in r.stderr and "PARALLAX_PORT" not in r.stdout
 
@@ -75,17 +95,17 @@ def test_auth(server):
     url = server.url + "/v1/health"
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + server.token},
                     {"Authorization": "Bearer " + server.token + "x"}, {"Authorization": "Bearer"}):
-        r = requests.get(url, headers=headers, timeout=5)
+        r = requests.get(url, headers=headers, timeout=T)
         assert r.status_code == 401, headers
         assert r.headers["www-authenticate"] == "Bearer"
         assert "token" in r.json()["error"]
     # auth comes before body parsing and routing: no other status leaks without a token
-    assert requests.post(server.url + "/v1/jobs", data="{bad", timeout=5).status_code == 401
-    assert requests.get(server.url + "/v1/nope", timeout=5).status_code == 401
-    assert requests.post(server.url + "/v1/uploads?filename=a.mp4", data=b"x", timeout=5).status_code == 401
-    assert requests.get(url, headers=server.auth, timeout=5).status_code == 200
+    assert requests.post(server.url + "/v1/jobs", data="{bad", timeout=T).status_code == 401
+    assert requests.get(server.url + "/v1/nope", timeout=T).status_code == 401
+    assert requests.post(server.url + "/v1/uploads?filename=a.mp4", data=b"x", timeout=T).status_code == 401
+    assert requests.get(url, headers=server.auth, timeout=T).status_code == 200
     # the schema is public (it holds no data) and lists every route of DESIGN section 4
-    paths = requests.get(server.url + "/openapi.json", timeout=5).json()["paths"]
+    paths = requests.get(server.url + "/openapi.json", timeout=T).json()["paths"]
     assert {"/v1/uploads", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/bundle", "/v1/health"} <= set(paths)
     assert "delete" in paths["/v1/jobs/{job_id}"]
 
@@ -136,7 +156,7 @@ def _bad_uploads(d: Path):
         ("ok.png", "..\\..\\x.png", 400, "not allowed"),
         ("ok.png", "/abs/x.png", 400, "not allowed"),
         ("ok.png", "notes.txt", 415, "not supported"),
-        ("big.mp4", "big.mp4", 413, "upload limit"),
+        ("big.mp4", "big.mp4", 413, "upload limit of 1 MiB"),
     ]
 
 
@@ -149,7 +169,7 @@ def test_bad_uploads(server, tmp_path):
         assert str(server.url) not in r.json()["error"] and "/uploads/" not in r.json()["error"]
         assert_still_serves(server)
     # nothing half-written is left behind, and no name reached the file system
-    uploads = Path(server.proc.args[server.proc.args.index("--data-dir") + 1]) / "uploads"
+    uploads = server.data_dir / "uploads"
     assert not [p for p in uploads.iterdir() if p.name.endswith(".partial")]
     assert not (uploads.parent.parent / "etc").exists()
 
@@ -170,15 +190,15 @@ def test_bad_job_requests(server, tmp_path):
     ]
     for body, raw, status, words in cases:
         if raw:
-            r = requests.post(server.url + "/v1/jobs", data=body, headers={**server.auth, "Content-Type": "application/json"}, timeout=5)
+            r = requests.post(server.url + "/v1/jobs", data=body, headers={**server.auth, "Content-Type": "application/json"}, timeout=T)
         else:
-            r = requests.post(server.url + "/v1/jobs", json=body, headers=server.auth, timeout=5)
+            r = requests.post(server.url + "/v1/jobs", json=body, headers=server.auth, timeout=T)
         assert r.status_code == status, (body, r.text)
         assert words in r.json()["error"], (body, r.json())
         assert_still_serves(server)
     for method, path in (("GET", "/v1/jobs/ffffffffffffffff"), ("DELETE", "/v1/jobs/ffffffffffffffff"),
                          ("GET", "/v1/jobs/ffffffffffffffff/bundle"), ("GET", "/v1/jobs/not-an-id")):
-        r = requests.request(method, server.url + path, headers=server.auth, timeout=5)
+        r = requests.request(method, server.url + path, headers=server.auth, timeout=T)
         assert r.status_code == 404 and "no job with id" in r.json()["error"], (method, path, r.text)
     r = get(server, "/v1/nowhere")
     assert r.status_code == 404 and "no such endpoint" in r.json()["error"]
@@ -225,33 +245,35 @@ def test_job_roundtrip(server, tmp_path):
 
 
 def test_cancel_mid_job(server, tmp_path):
-    jid = submit(server, "echo", steps=400, step_s=0.05).json()["id"]
+    steps = 400
+    jid = submit(server, "echo", steps=steps, step_s=0.05).json()["id"]
     wait_state(server, jid, ("running",), cond=lambda j: j["progress"] > 0)
-    t0 = time.monotonic()
-    r = requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5)
+    r = delete(server, jid)
     assert r.status_code == 200 and r.json()["cancel_requested"] is True
-    j = wait_state(server, jid, timeout=5)
-    took = time.monotonic() - t0
-    assert j["state"] == "cancelled" and took < 0.5, (j, took)  # within a step or two (50 ms each)
+    at_cancel = r.json()["progress"]
+    j = wait_state(server, jid)
+    # Stopped within a step or two of the request (counted in steps, not seconds: the job's
+    # progress freezes when the cancel arrives, and the engine stops at its next report).
+    assert j["state"] == "cancelled" and j["progress"] <= at_cancel + 2 / steps, (j, at_cancel)
     assert j["progress"] < 0.2
     r = get(server, f"/v1/jobs/{jid}/bundle")
     assert r.status_code == 409 and "no bundle" in r.json()["error"]
-    job_dir = Path(server.proc.args[server.proc.args.index("--data-dir") + 1]) / "jobs" / jid
+    job_dir = server.data_dir / "jobs" / jid
     assert job_dir.is_dir() and sorted(p.name for p in job_dir.iterdir()) == ["job.json"]
     # cancel again: idempotent; a done job cannot be cancelled
-    assert requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5).status_code == 200
+    assert delete(server, jid).status_code == 200
     # the server still serves and runs the next job
     nxt = submit(server, "echo", steps=2).json()["id"]
     assert wait_state(server, nxt)["state"] == "done"
-    r = requests.delete(f"{server.url}/v1/jobs/{nxt}", headers=server.auth, timeout=5)
+    r = delete(server, nxt)
     assert r.status_code == 409 and "already ended" in r.json()["error"]
 
 
 def test_cancel_a_pipeline_that_ignores_false(server):
     jid = submit(server, "echo", steps=400, step_s=0.05, ignore_cancel=True).json()["id"]
     wait_state(server, jid, ("running",), cond=lambda j: j["progress"] > 0)
-    requests.delete(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=5)
-    j = wait_state(server, jid, timeout=5)
+    delete(server, jid)
+    j = wait_state(server, jid)
     assert j["state"] == "cancelled" and j["progress"] < 0.2
 
 
@@ -272,9 +294,9 @@ def test_queue_full_and_queued_cancel(server, tmp_path):
     r = upload(server, make_png(tmp_path / "x.png", 8, 8))  # an upload would only wait too
     assert r.status_code == 429 and "queue is full" in r.json()["error"]
     # a queued job cancels at once; the freed slot takes a new job
-    assert requests.delete(f"{server.url}/v1/jobs/{queued[0]}", headers=server.auth, timeout=5).json()["state"] == "cancelled"
+    assert delete(server, queued[0]).json()["state"] == "cancelled"
     assert submit(server, "echo", steps=1).status_code == 201
-    requests.delete(f"{server.url}/v1/jobs/{running}", headers=server.auth, timeout=5)
+    delete(server, running)
     assert wait_state(server, queued[1])["state"] == "done"
     assert_still_serves(server)
 
@@ -320,18 +342,69 @@ def test_retention_in_the_server(tmp_path):
         for _ in range(4):
             jids.append(submit(s, "echo", steps=1).json()["id"])
             assert wait_state(s, jids[-1])["state"] == "done"
-        time.sleep(0.3)  # the sweep runs right after each job
-        kept = sorted(p.name for p in (tmp_path / "data" / "jobs").iterdir())
-        assert kept == sorted(jids[-2:])
+        # Not downloaded yet: all four are kept (a result is never swept before its download,
+        # within the claim window), however small --keep-jobs is.
+        wait_for(lambda: get(s, "/v1/health").json()["queue"]["running"] is None, what="the worker to idle")
+        assert sorted(p.name for p in (s.data_dir / "jobs").iterdir()) == sorted(jids)
+        for jid in jids:
+            assert get(s, f"/v1/jobs/{jid}/bundle").status_code == 200
+        last = submit(s, "echo", steps=1).json()["id"]  # its sweep sees the four downloaded
+        assert wait_state(s, last)["state"] == "done"
+        # the two newest downloaded ones, and the last one (not downloaded: outside the count)
+        wait_for(lambda: sorted(p.name for p in (s.data_dir / "jobs").iterdir()) == sorted(jids[2:] + [last]),
+                 what="the sweep after the last job")
         r = get(s, f"/v1/jobs/{jids[0]}")
         assert r.status_code == 410 and "retention" in r.json()["error"]
-        assert get(s, f"/v1/jobs/{jids[-1]}/bundle").status_code == 200
+        assert get(s, f"/v1/jobs/{last}/bundle").status_code == 200
     finally:
         s.stop()
 
 
+def test_retention_never_takes_unclaimed_uploads(tmp_path):
+    """Issue 12, item 4: with --keep-uploads 3, six frames uploaded while another job ran were
+    swept (the sweep after that job) before the job naming them was submitted."""
+    s = Server(tmp_path / "data", "--keep-uploads", "3")
+    try:
+        running = submit(s, "echo", steps=400, step_s=0.05).json()["id"]
+        wait_state(s, running, ("running",))
+        ids = []
+        for i in range(6):
+            r = upload(s, make_png(tmp_path / f"f{i}.png", 16, 16))
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        delete(s, running)
+        assert wait_state(s, running)["state"] == "cancelled"
+        # A job in between: the worker sweeps after each job, so by the time this one is done the
+        # sweep after the cancelled one has run, with all six uploads unclaimed.
+        assert wait_state(s, submit(s, "echo", steps=1).json()["id"])["state"] == "done"
+        r = submit(s, "echo", ids, frames=6, steps=1)
+        assert r.status_code == 201, r.text
+        assert wait_state(s, r.json()["id"])["state"] == "done"
+        assert len([p for p in (s.data_dir / "uploads").iterdir() if p.name in ids]) == 6
+    finally:
+        s.stop()
+
+
+def test_retention_sweep_claim_window(tmp_path):
+    now = 1_000_000.0
+    root = tmp_path / "uploads"
+    ids = [f"{i:016x}" for i in range(6)]
+    for i, ident in enumerate(ids):  # ids[0] 6000 s old ... ids[5] 1000 s old
+        d = root / ident
+        d.mkdir(parents=True)
+        (d / "upload.json").write_text(f'{{"created": {now - 1000 * (6 - i)}}}')
+    removed = retention.sweep(root, keep=1, max_age_s=10**6, protected={ids[0]}, meta_name="upload.json", now=now,
+                              min_age_s=3500)
+    # younger than the claim window (3000, 2000, 1000 s): kept whatever keep says; of the
+    # others, the protected one and the newest one (4000 s) stay
+    assert sorted(removed) == [ids[1]]
+    removed = retention.sweep(root, keep=1, max_age_s=2500, protected=(), meta_name="upload.json", now=now,
+                              min_age_s=3500)
+    assert sorted(removed) == [ids[0], ids[2]]  # past max_age and the claim window; the rest are young
+
+
 def test_release_memory(server):
-    r = requests.post(server.url + "/v1/release", headers=server.auth, timeout=5)
+    r = requests.post(server.url + "/v1/release", headers=server.auth, timeout=T)
     assert r.status_code == 200 and set(r.json()) == {"released", "deferred"}
 
 
@@ -340,11 +413,11 @@ def test_server_exits_when_its_parent_dies(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     s = Server(tmp_path, "--parent-pid", str(parent.pid))
     try:
-        assert requests.get(s.url + "/v1/health", headers=s.auth, timeout=5).status_code == 200
+        assert requests.get(s.url + "/v1/health", headers=s.auth, timeout=T).status_code == 200
         parent.kill()
         parent.wait()
-        s.proc.wait(timeout=10)  # polled every second; graceful shutdown
-        assert s.proc.returncode == 0
+        s.proc.wait(timeout=T)  # polled every second, then a graceful shutdown
+        assert s.proc.returncode == 0, s.log()
     finally:
         parent.kill()
         s.stop()

@@ -5,6 +5,7 @@ loaded), and bad params refused with a human message. Budget: ~20 s on 2 cores."
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ from backend.bundle import read_bundle, unzip_bundle
 from backend_tests.test_server_helpers import Server
 
 FINAL = ("done", "failed", "cancelled")
+T = 120  # bound on one request or wait; the tests wait on states and step counts, never on time
 PROMPT = "a camera dollies past a red box in a grey room"
 
 
@@ -27,7 +29,7 @@ def server(tmp_path_factory):
         data = tmp_path_factory.mktemp("srv")
         s = Server(data)
     s.data_dir = data
-    health = requests.get(s.url + "/v1/health", headers=s.auth, timeout=30).json()
+    health = requests.get(s.url + "/v1/health", headers=s.auth, timeout=T).json()
     if not health["tasks"]["generate"]["available"]:
         s.stop()
         pytest.skip("generate unavailable here: " + str(health["tasks"]["generate"]["reason"]))
@@ -36,15 +38,21 @@ def server(tmp_path_factory):
 
 
 def get(s, path, **kw):
-    return requests.get(s.url + path, headers=s.auth, timeout=30, **kw)
+    return requests.get(s.url + path, headers=s.auth, timeout=T, **kw)
 
 
 def submit(s, **params):
     return requests.post(s.url + "/v1/jobs", json={"task": "generate", "inputs": [], "params": params},
-                         headers=s.auth, timeout=30)
+                         headers=s.auth, timeout=T)
 
 
-def follow(s, jid, timeout=120.0, until=None):
+def _step(stage: str) -> int:
+    """i of a "denoising i/n" stage, else 0."""
+    m = re.match(r"denoising (\d+)/", stage)
+    return int(m.group(1)) if m else 0
+
+
+def follow(s, jid, timeout=600.0, until=None):
     """Poll a job at 50 Hz; returns (last snapshot, every distinct (stage, progress) seen in order)."""
     seen = []
     deadline = time.monotonic() + timeout
@@ -70,7 +78,7 @@ def test_health_lists_only_tasks_whose_pipeline_exists(server):
         if name in tasks:
             continue
         r = requests.post(server.url + "/v1/jobs", json={"task": name, "inputs": [], "params": {}},
-                          headers=server.auth, timeout=10)
+                          headers=server.auth, timeout=T)
         assert r.status_code in (404, 422) and name in r.json()["error"], r.text
 
 
@@ -130,16 +138,19 @@ def test_cancel_mid_job_then_server_still_serves_with_model_loaded(server):
     steps = 60
     r = submit(server, prompt=PROMPT, frames=4, steps=steps, camera=False)
     jid = r.json()["id"]
-    job, _ = follow(server, jid, until=lambda j: j["stage"] == f"denoising 3/{steps}")
+    job, _ = follow(server, jid, until=lambda j: _step(j["stage"]) >= 3)  # a 50 Hz poll may miss one step
     assert job["state"] == "running"
+    before = _step(job["stage"])
     t0 = time.monotonic()
-    assert requests.delete(server.url + f"/v1/jobs/{jid}", headers=server.auth, timeout=10).status_code == 200
-    job, seen = follow(server, jid, timeout=60)
+    assert requests.delete(server.url + f"/v1/jobs/{jid}", headers=server.auth, timeout=T).status_code == 200
+    job, seen = follow(server, jid)
     stopped_s = time.monotonic() - t0
     assert job["state"] == "cancelled", job
-    last = [st for st, _ in seen if st.startswith("denoising")]
-    done_steps = int(last[-1].split()[1].split("/")[0]) if last else 3
-    assert done_steps <= 6, seen  # stopped within a step or so of the request, far from the end
+    # the message says where the sampling loop stopped: within a step or so of the request
+    m = re.search(r"during denoising (\d+)/", job["message"])
+    assert m, job["message"]
+    done_steps = int(m.group(1))
+    assert done_steps <= before + 3, (before, job["message"])
     print(f"cancel: stopped {stopped_s:.2f} s after the request, at step {done_steps}/{steps}")
     r = get(server, f"/v1/jobs/{jid}/bundle")
     assert r.status_code == 409 and "no bundle" in r.json()["error"]
@@ -163,11 +174,11 @@ def test_keyframe_images_are_kept_exactly(server, tmp_path):
         Image.fromarray(pic).save(tmp_path / f"k{i}.png")
         with open(tmp_path / f"k{i}.png", "rb") as f:
             r = requests.post(server.url + "/v1/uploads", params={"filename": f"k{i}.png"}, data=f,
-                              headers=server.auth, timeout=30)
+                              headers=server.auth, timeout=T)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     r = requests.post(server.url + "/v1/jobs", json={"task": "generate", "inputs": ids, "params": {
-        "prompt": PROMPT, "frames": 3, "steps": 2, "camera": False}}, headers=server.auth, timeout=30)
+        "prompt": PROMPT, "frames": 3, "steps": 2, "camera": False}}, headers=server.auth, timeout=T)
     assert r.status_code == 201, r.text
     job, _ = follow(server, r.json()["id"])
     assert job["state"] == "done", job

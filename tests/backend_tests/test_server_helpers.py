@@ -4,17 +4,26 @@ launcher for a real uvicorn on 127.0.0.1, and crafted good and bad input files.
 The echo task is test-only: the server registers it with ``--plugin`` (this module's
 ``PARALLAX_TASKS``), so the production registry never lists it. It reads the frames of its
 input (PyAV or Pillow), steps ``steps`` times (sleeping ``step_s``, reporting progress, stopping
-at the ``Cancelled`` a cancelled job's progress raises, unless ``ignore_cancel``) and returns a real Bundle whose cameras translate 0.1 per frame
-along +x, so the tests can check what came back against what went in.
+at the ``Cancelled`` a cancelled job's progress raises, unless ``ignore_cancel``) and returns a
+real Bundle whose cameras translate 0.1 per frame along +x, so the tests can check what came
+back against what went in. What a native engine can do to its process is test-only too:
+``crash`` ends the job with ``abort()`` or a segfault after its steps, ``block_s`` holds the
+job without reporting (as GLOMAP does), ``points`` sizes the bundle (17 bytes a point, nearly
+incompressible) for the full-disk tests, and ``source.runs_in_worker`` counts the jobs the
+engine worker process has run (kept in ``ctx.cache``, as a loaded model is).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +43,11 @@ class EchoParams(BaseModel):
     steps: int = Field(4, ge=1, le=1000)
     step_s: float = Field(0.0, ge=0.0, le=0.2)
     fail: bool = False
+    fail_on_input: bool = False  # an OSError naming the input's server path (messages must not)
     ignore_cancel: bool = False
+    crash: Optional[Literal["abort", "segfault"]] = None
+    block_s: float = Field(0.0, ge=0.0, le=600.0)
+    points: int = Field(50, ge=1, le=2_000_000)
 
 
 def _read_frames(ctx, limit: int) -> list:
@@ -58,6 +71,7 @@ def _read_frames(ctx, limit: int) -> list:
 
 def run_echo(ctx):
     p = ctx.params
+    ctx.cache["runs"] = ctx.cache.get("runs", 0) + 1
     frames = _read_frames(ctx, p.frames) or [np.full((24, 32, 3), 10 * i, np.uint8) for i in range(p.frames)]
     ignored = False
     for s in range(p.steps):
@@ -68,8 +82,16 @@ def run_echo(ctx):
             if not p.ignore_cancel or ignored:
                 raise
             ignored = True
+    if p.block_s:
+        time.sleep(p.block_s)  # native code that never reports: a cancel cannot land here
+    if p.crash == "abort":
+        os.abort()  # what a failed pycolmap CHECK does
+    if p.crash == "segfault":
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
     if p.fail:
         raise ValueError("echo was asked to fail")
+    if p.fail_on_input and ctx.inputs:
+        raise OSError(errno.EIO, "Input/output error", str(ctx.inputs[0].path))
     h, w = frames[0].shape[:2]
     n = len(frames)
     cams = []
@@ -78,10 +100,12 @@ def run_echo(ctx):
         c2w[0, 3] = STEP_X * i
         cams.append(CameraFrame(i, c2w, fx=float(w), fy=float(w), cx=(w - 1) / 2, cy=(h - 1) / 2))
     rng = np.random.default_rng(0)
-    points = [PointFrame(rng.normal(size=(50, 3)).astype(np.float32), np.full((50, 3), 200, np.uint8),
-                         np.ones(50, np.float16)) for _ in range(n)]
+    k = p.points
+    points = [PointFrame(rng.normal(size=(k, 3)).astype(np.float32), rng.integers(0, 256, (k, 3), dtype=np.uint8),
+                         rng.random(k).astype(np.float16)) for _ in range(n)]
     return Bundle(task="solve", width=w, height=h, frame_count=n, engine="echo", frames=frames,
-                  cameras=cams, points=points, source={"job": ctx.job_id})
+                  cameras=cams, points=points,
+                  source={"job": ctx.job_id, "runs_in_worker": ctx.cache["runs"], "worker_pid": os.getpid()})
 
 
 ECHO_TASK = Task("echo", "test-only: returns its input frames with synthetic cameras", run_echo, EchoParams,
@@ -101,8 +125,9 @@ class Server:
                "--data-dir", str(data_dir), *ECHO_PLUGIN, *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1)
+        self.data_dir = Path(data_dir)
         self.lines = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # only bounds a hung start; a loaded machine may be slow
         self.port = None
         while self.port is None:
             line = self.proc.stdout.readline()
@@ -115,15 +140,23 @@ class Server:
                 raise RuntimeError("server did not start")
         self.url = f"http://127.0.0.1:{self.port}"
         self.auth = {"Authorization": f"Bearer {token}"}
+        # Keep reading: a full pipe (64 KiB of log) would block the server's next write.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def log(self) -> str:
+        return "".join(self.lines)
 
     def stop(self):
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
 
 
 # -- crafted inputs ----------------------------------------------------------------------

@@ -40,7 +40,7 @@ PROBE = textwrap.dedent("""
 
 def _probe(**env):
     import json
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={k: v for k, v in dict(os.environ, **env).items() if v is not None})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

@@ -10,6 +10,12 @@ only when its pipeline exists: the CLI, the service and the panels show exactly 
 Progress and cancel: ``ctx.progress`` is a :class:`backend.runtime.Progress`; the pipeline
 reports through it and, once the job is cancelled, the next report raises
 :class:`backend.runtime.Cancelled`, the one exception the server maps to ``cancelled``.
+
+Jobs run in the server's engine worker process (``server/worker.py``), not in the server: the
+task's ``run`` and its params model travel there by reference, so both must be importable
+module-level names (a lambda or closure fails its job with a message saying so). ``ctx.cache``
+lives in that process and survives between jobs until it crashes or ``/v1/release`` ends it;
+``ctx.cancel_event`` there is set by the server's cancel message.
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ class JobContext:
     params: Any  # the task's validated params model instance
     work_dir: Path  # scratch space, removed when the job ends
     progress: Progress
-    cache: dict  # per task, kept between jobs (loaded models); emptied by /v1/release
+    cache: dict  # per task, kept between jobs (loaded models) in the engine worker; /v1/release ends it
     limits: Limits
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    cancel_event: threading.Event = field(default_factory=threading.Event)  # worker.CancelFlag in a job
     device: str = "auto"  # the server's --device: auto | cpu | cuda[:n]
 
     @property

@@ -41,7 +41,8 @@ MODEL_WINDOW = _model_window()
 
 
 class GenerateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true is not the integer 1, nor "5" the integer 5 (lax pydantic took both)
+    model_config = ConfigDict(extra="forbid", strict=True)
     prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS,
                         description="what the shot shows and how the camera moves")
     frames: int = Field(MODEL_WINDOW, ge=2, le=MODEL_WINDOW,

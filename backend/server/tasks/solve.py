@@ -1,6 +1,7 @@
 """The ``solve`` task: cameras (and sparse points) of a clip or an image sequence with a
 registered engine (``backend.engines``). Engine options are validated against the engine's
-typed options model before the job is queued, so a bad one is a 422 naming it."""
+typed options model before the job is queued, so a bad one is a 422 naming it; ``/v1/health``
+serves each engine's options schema (types, ranges, defaults) beside its availability."""
 
 from __future__ import annotations
 
@@ -13,21 +14,37 @@ from . import JobContext, Task
 
 
 def engines_status() -> dict:
-    """{name: {"available": bool, "reason": str|None, "description": str}} for /v1/health."""
+    """{name: {"available", "reason", "description", "options_schema"}} for /v1/health."""
     return {name: {"available": (reason := spec.unavailable_reason()) is None, "reason": reason,
-                   "description": spec.description}
+                   "description": spec.description, "options_schema": spec.options.model_json_schema()}
             for name, spec in engines.ENGINES.items()}
 
 
+def _document_options(schema: dict) -> None:
+    """The options' schema: one variant per engine (types, ranges, defaults), so the served
+    schemas (/v1/health, /openapi.json) say what each engine takes. The check itself is
+    ``SolveParams._typed_options``, against the engine the job names."""
+    variants = []
+    for name, spec in engines.ENGINES.items():
+        option_schema = spec.options.model_json_schema()
+        if "$defs" in option_schema:  # nested models would need their refs moved: not inlined
+            continue
+        variants.append(dict(option_schema, title=f"{name} options"))
+    if variants:
+        schema["anyOf"] = variants
+
+
 class SolveParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true is not the integer 1, nor "5" the integer 5 (lax pydantic took both)
+    model_config = ConfigDict(extra="forbid", strict=True)
     engine: str = Field("colmap", description="engine name, one of /v1/health 'engines'")
     start: int = Field(0, ge=0, le=1_000_000, description="first frame used")
     stride: int = Field(1, ge=1, le=100, description="use every n-th frame")
     max_frames: Optional[int] = Field(None, ge=2, le=100_000, description="cap on frames used")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="engine-specific options, checked against the engine's "
-                                                "typed options (see backend/engines/options.py)")
+                                                "typed options (see backend/engines/options.py)",
+                                    json_schema_extra=lambda schema: _document_options(schema))
 
     @field_validator("engine")
     @classmethod
@@ -44,11 +61,17 @@ class SolveParams(BaseModel):
         try:
             typed = engines.ENGINES[self.engine].options.model_validate(self.options)
         except ValidationError as e:
-            problems = "; ".join(f"option {'.'.join(str(x) for x in err['loc']) or '?'}: {err['msg']}"
-                                 for err in e.errors()[:6])
+            problems = "; ".join(_option_problem(err) for err in e.errors()[:6])
             raise ValueError(f"{problems} (engine {self.engine!r})") from None
         self.options = typed.model_dump(exclude_unset=True)
         return self
+
+
+def _option_problem(err: dict) -> str:
+    """``option overlap: Input should be ...``; a check across options names them itself."""
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    return f"option {loc}: {msg}" if loc else f"options: {msg}"
 
 
 def _check() -> Optional[str]:
