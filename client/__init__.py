@@ -17,6 +17,8 @@ Scripting API (Blender's Python console, or any Python with requests and numpy):
 
     client.shutdown()  # stop the local backend (also done automatically at exit)
 
+    client.list_frames("/footage/frames/")  # a frame folder's images in order (no ._* / hidden files)
+
 ``run_job`` / ``start_job`` start the local backend on first use and restart it after a
 crash. For a remote backend pass ``client=client.Client(url, token)``. Lower-level pieces:
 :class:`BackendProcess` (``client.process``), :class:`Client` (``client.api``), and the
@@ -31,14 +33,16 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .api import Client
-from .errors import (BackendCrashed, BackendStartError, BackendUnavailable, JobCancelled, JobFailed,
+from .errors import (BackendCrashed, BackendStartError, BackendUnavailable, InvalidResult, JobCancelled, JobFailed,
                      ParallaxError, RequestRejected)
+from .files import list_frames, safe_upload_name
 from .jobs import JobHandle, JobSnapshot, start_job as _start_job
 from .process import BackendProcess
 
 __all__ = ["run_job", "start_job", "configure", "default_backend", "shutdown", "Client", "BackendProcess",
            "JobHandle", "JobSnapshot", "ParallaxError", "BackendStartError", "BackendUnavailable",
-           "BackendCrashed", "RequestRejected", "JobFailed", "JobCancelled"]
+           "BackendCrashed", "RequestRejected", "JobFailed", "JobCancelled", "InvalidResult", "list_frames",
+           "safe_upload_name"]
 
 _lock = threading.Lock()
 _backend: Optional[BackendProcess] = None
@@ -95,7 +99,8 @@ def run_job(task: str, inputs: Sequence[os.PathLike | str], params: Optional[dic
     """Run a job to the end and return the bundle directory (blocking).
 
     Raises RequestRejected (bad input/params, with the server's message), JobFailed,
-    JobCancelled, BackendCrashed, BackendStartError, or TimeoutError.
+    JobCancelled, BackendCrashed, BackendStartError, InvalidResult (the server answered with
+    a bad id or a result that is oversized, a zip bomb or not a valid bundle), or TimeoutError.
     """
     handle = start_job(task, inputs, params, on_progress=on_progress, backend=backend, client=client,
                        out_dir=out_dir)

@@ -10,6 +10,7 @@ call opens its own connection pool entry; requests.Session is not shared across 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -19,15 +20,28 @@ from typing import Callable, Optional, Sequence
 
 import requests
 
-from .errors import BackendCrashed, BackendUnavailable, JobCancelled, JobFailed, RequestRejected
+from .errors import BackendCrashed, BackendUnavailable, InvalidResult, JobCancelled, JobFailed, RequestRejected
+from .files import safe_upload_name
 
 try:  # inside the add-on: client/ and backend/ are sibling subpackages
-    from ..backend.bundle import unzip_bundle
+    from ..backend.bundle import BundleError, read_bundle, unzip_bundle
 except ImportError:  # client imported as a top-level package (scripts, tests)
-    from backend.bundle import unzip_bundle
+    from backend.bundle import BundleError, read_bundle, unzip_bundle
 
 FINAL_STATES = ("done", "failed", "cancelled")
 ProgressFn = Callable[[dict], None]
+# Ids and task names go into URLs and folder names: plain names only, whatever a server says.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MAX_DOWNLOAD_BYTES = 32 * 2**30  # one result zip; unzip_bundle bounds what it unpacks to
+
+
+def check_name(value, what: str = "id", error: type = InvalidResult, who: str = "the backend sent") -> str:
+    """``value`` if it is a plain name (letters, digits, '-', '_'; at most 64), else ``error``:
+    a job id like ``x/../../victim`` must never become a path or a URL."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        text = repr(value) if isinstance(value, str) else type(value).__name__
+        raise error(f"{who} an invalid {what} ({text[:80]}): expected 1 to 64 letters, digits, '-' or '_'")
+    return value
 
 
 class Client:
@@ -91,52 +105,102 @@ class Client:
 
     def upload(self, path: os.PathLike | str, filename: Optional[str] = None) -> dict:
         """``POST /v1/uploads``: stream a file; returns {id, filename, kind, bytes, width, height,
-        frames, fps, created}. The server validates it; a bad file raises RequestRejected."""
+        frames, fps, created, display_name}. The server validates it; a bad file raises
+        RequestRejected.
+
+        The file travels under a safe name (:func:`client.files.safe_upload_name`): the
+        service refuses names such as ``take 10:30.mp4`` or ``.hidden.mp4``. The local name is
+        the ``display_name`` (sent along as metadata, and used in error messages)."""
         path = Path(path)
-        name = filename or path.name
+        display = filename or path.name
+        name = safe_upload_name(display)
+        params = {"filename": name}
+        if name != display:
+            params["display_name"] = display
         try:
             size = path.stat().st_size
         except OSError as e:
             raise RequestRejected(400, f"cannot read {str(path)!r}: {e.strerror}") from None
-        with open(path, "rb") as f:
-            # A file object body is streamed with its Content-Length (not held in memory).
-            return self._request("POST", "/v1/uploads", params={"filename": name}, data=f,
-                                 headers={"Content-Type": "application/octet-stream",
-                                          "Content-Length": str(size)},
-                                 timeout=(self.timeout, None))
+        try:
+            with open(path, "rb") as f:
+                # A file object body is streamed with its Content-Length (not held in memory).
+                info = self._request("POST", "/v1/uploads", params=params, data=f,
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(size)},
+                                     timeout=(self.timeout, None))
+        except RequestRejected as e:
+            if name == display:
+                raise
+            # The server names the file it got; the user knows it by its own name.
+            raise RequestRejected(e.status, e.message.replace(repr(name), repr(display))) from None
+        if not isinstance(info, dict):
+            raise InvalidResult("the backend answered an upload with something other than a JSON object")
+        check_name(info.get("id"), "upload id")
+        info.setdefault("display_name", display)
+        return info
 
     def submit(self, task: str, inputs: Sequence[str] = (), params: Optional[dict] = None) -> dict:
         """``POST /v1/jobs`` with upload ids; returns the job (``job["id"]``, ``job["state"]``...)."""
-        return self._request("POST", "/v1/jobs", json={"task": task, "inputs": list(inputs),
-                                                       "params": dict(params or {})})
+        job = self._request("POST", "/v1/jobs", json={"task": task, "inputs": list(inputs),
+                                                      "params": dict(params or {})})
+        if not isinstance(job, dict):
+            raise InvalidResult("the backend answered a job request with something other than a JSON object")
+        check_name(job.get("id"), "job id")
+        return job
 
     def job(self, job_id: str) -> dict:
         """``GET /v1/jobs/{id}``: state, progress (0..1), stage, message, eta_s, bundle_url."""
-        return self._request("GET", f"/v1/jobs/{job_id}")
+        return self._request("GET", f"/v1/jobs/{check_name(job_id, 'job id')}")
 
     def cancel(self, job_id: str) -> dict:
         """``DELETE /v1/jobs/{id}``: cancel; a running job stops within a step."""
-        return self._request("DELETE", f"/v1/jobs/{job_id}")
+        return self._request("DELETE", f"/v1/jobs/{check_name(job_id, 'job id')}")
 
     def release(self) -> dict:
         """``POST /v1/release``: free loaded models and cached GPU memory."""
         return self._request("POST", "/v1/release")
 
-    def download_bundle(self, job_id: str, out_dir: os.PathLike | str) -> Path:
-        """``GET /v1/jobs/{id}/bundle``, unzipped (atomically, safely) into ``out_dir``."""
+    def download_bundle(self, job_id: str, out_dir: os.PathLike | str,
+                        max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+        """``GET /v1/jobs/{id}/bundle``, unzipped into ``out_dir`` and validated.
+
+        The server is not trusted: the download stops past ``max_bytes`` (or the free disk
+        space), :func:`backend.bundle.unzip_bundle` refuses zip bombs and members outside the
+        folder and replaces ``out_dir`` only if it is an earlier extraction, and the bundle is
+        read back (every part's presence, shapes and values but the arrays' data) before
+        it is returned. A refused result raises InvalidResult and leaves nothing behind.
+        """
+        check_name(job_id, "job id")
         out_dir = Path(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         r = self._request("GET", f"/v1/jobs/{job_id}/bundle", expect_json=False, stream=True,
                           timeout=(self.timeout, None))
+        limit = min(max_bytes, shutil.disk_usage(out_dir.parent).free)
         fd, tmp = tempfile.mkstemp(prefix=".parallax-", suffix=".zip", dir=out_dir.parent)
         try:
             with os.fdopen(fd, "wb") as f, r:
-                shutil.copyfileobj(r.raw, f, 1 << 20)
-            return unzip_bundle(tmp, out_dir)
-        except (requests.ConnectionError, ConnectionError) as e:
+                declared = r.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise InvalidResult(_too_large(job_id, int(declared), limit, max_bytes))
+                got = 0
+                for chunk in r.iter_content(1 << 20):
+                    got += len(chunk)
+                    if got > limit:
+                        raise InvalidResult(_too_large(job_id, got, limit, max_bytes))
+                    f.write(chunk)
+            out = unzip_bundle(tmp, out_dir)
+        except BundleError as e:
+            raise InvalidResult(f"the result of job {job_id} is not a valid bundle zip: {e}") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ConnectionError) as e:
             raise self._unreachable(e) from None
         finally:
             os.unlink(tmp)
+        try:
+            read_bundle(out, load_points=False, load_depth=False)
+        except BundleError as e:
+            shutil.rmtree(out, ignore_errors=True)  # our extraction, of a result we refuse
+            raise InvalidResult(f"the result of job {job_id} is not a valid bundle: {e}") from None
+        return out
 
     def wait(self, job_id: str, on_progress: Optional[ProgressFn] = None, poll_s: float = 0.25,
              timeout: Optional[float] = None, should_cancel: Optional[Callable[[], bool]] = None, *,
@@ -169,6 +233,11 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
             job = self.job(job_id)
+
+
+def _too_large(job_id: str, size: int, limit: int, max_bytes: int) -> str:
+    why = "the client's limit" if limit == max_bytes else "the free disk space"
+    return f"the result of job {job_id} is larger than {why} ({size / 1e6:.0f} MB > {limit / 1e6:.0f} MB)"
 
 
 def _error_message(r: requests.Response) -> str:

@@ -55,3 +55,9 @@ class JobCancelled(ParallaxError):
     def __init__(self, job_id: str, message: str = "cancelled"):
         super().__init__(f"job {job_id} was cancelled" + (f": {message}" if message else ""))
         self.job_id = job_id
+
+
+class InvalidResult(ParallaxError):
+    """The backend answered with something the client refuses to use: an id that is not a
+    plain name, or a result that is too large, a zip bomb, or not a valid bundle. A remote
+    backend is not trusted to decide where files go or how much disk they take."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .api import check_name
 from .errors import JobCancelled, ParallaxError
 
 PHASES = ("starting_backend", "uploading", "queued", "running", "downloading", "done", "failed", "cancelled")
@@ -50,6 +51,7 @@ class JobHandle:
                  on_progress: Optional[Callable[[JobSnapshot], None]] = None, poll_s: float = 0.25):
         if (backend is None) == (client is None):
             raise ValueError("give exactly one of backend (a local BackendProcess) or client (a remote Client)")
+        check_name(task, "task name", ValueError, "got")  # it names the result folder
         self.task, self.inputs, self.params = task, [Path(p) for p in inputs], dict(params or {})
         self.backend, self._client = backend, client
         self.out_dir = Path(out_dir) if out_dir else default_out_dir()
@@ -132,6 +134,8 @@ class JobHandle:
 
             client.wait(job_id, on_progress=progress, poll_s=self.poll_s, should_cancel=self._cancel.is_set, job=job)
             self._set(phase="downloading", stage="downloading the result")
+            # Both names are checked plain names (submit checks the server's id), so the
+            # result folder is a child of out_dir whatever the server answers.
             bundle_dir = client.download_bundle(job_id, self.out_dir / f"{self.task}-{job_id}")
             self._set(phase="done", progress=1.0, stage="done", eta_s=None, bundle_dir=bundle_dir)
         except JobCancelled as e:

@@ -167,14 +167,9 @@ class BackendProcess:
     # -- internals ---------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        self.token = secrets.token_urlsafe(32)
-        self.port = None
-        self.start_error = None
-        self._ready.clear()
-        self._ended.clear()
-        self._stopping = False
+        token = secrets.token_urlsafe(32)
         env = dict(os.environ if self.env is None else self.env)
-        env["PARALLAX_TOKEN"] = self.token
+        env["PARALLAX_TOKEN"] = token
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONHOME", None)  # Blender's, if any, would break another interpreter
         # glibc gives each thread that mallocs its own arena (up to 8 per core) and keeps what
@@ -192,13 +187,20 @@ class BackendProcess:
             kwargs["start_new_session"] = True  # Ctrl+C in Blender's terminal does not hit it
         self._log.append(f"$ {' '.join(cmd)}  (cwd {self.root})")
         try:
-            self._proc = subprocess.Popen(cmd, cwd=str(self.root), env=env, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                          text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+            proc = subprocess.Popen(cmd, cwd=str(self.root), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
         except OSError as e:
             self._proc = None
             self.start_error = BackendStartError(f"cannot run the backend python {self.python!r}: {e}")
             raise self.start_error from None
+        # Only once the new process exists does the old state give way: while Popen runs (a
+        # few ms) a crashed backend still reads "crashed", not "failed" (dead and never ready).
+        self.token, self.port, self.start_error = token, None, None
+        self._ready.clear()
+        self._ended.clear()
+        self._stopping = False
+        self._proc = proc
         self._started_at = time.monotonic()
         threading.Thread(target=self._read_output, args=(self._proc,), name="parallax-backend-log",
                          daemon=True).start()

@@ -52,11 +52,9 @@ class PARALLAX_OT_set_point_display(bpy.types.Operator):
         return any("Parallax Points" in o.modifiers for o in context.selected_objects)
 
     def execute(self, context):
-        s = context.scene.parallax
-        values = {"conf_threshold": s.conf_threshold, "show_all_frames": s.show_all_frames,
-                  "size_in_pixels": s.size_in_pixels}
-        if s.point_size > 0:
-            values["point_size"] = s.point_size
+        # Every live input the scene settings hold (the static/dynamic toggles too); Point
+        # Size 0 keeps each object's own.
+        values = points_importer.display_values(context.scene.parallax)
         for obj in context.selected_objects:
             if "Parallax Points" in obj.modifiers:
                 points_importer.set_inputs(obj, **values)

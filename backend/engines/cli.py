@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -36,14 +37,19 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from ..bundle import check_replaceable, check_zip_replaceable, write_bundle, zip_bundle
+
     try:
+        # An --out that write_bundle would refuse (a folder of other files) is refused now,
+        # not after the solve: Parallax replaces only folders it wrote.
+        check_replaceable(args.out)
+        if args.zip:
+            check_zip_replaceable(Path(args.out).with_name(Path(args.out).name + ".zip"))
         spec = get_spec(args.engine)
         selection, options = _options(args, spec.options)
         engine = spec.build()
         t0 = time.perf_counter()
         bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **selection, **options)
-        from ..bundle import write_bundle, zip_bundle
-
         out = write_bundle(bundle, args.out)
         if args.zip:
             zip_bundle(out, out.with_name(out.name + ".zip"))

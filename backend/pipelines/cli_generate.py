@@ -22,7 +22,14 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from ..bundle import write_bundle
+    from ..bundle import BundleError, check_replaceable, write_bundle
+
+    try:
+        # Refused before the model loads: Parallax replaces only folders it wrote.
+        check_replaceable(args.out)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     from .t2v import T2VPipeline, generate_bundle
 
     def progress(fraction, stage):
@@ -35,6 +42,10 @@ def main(args) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = write_bundle(bundle, args.out)
+    try:
+        path = write_bundle(bundle, args.out)
+    except (OSError, BundleError) as e:  # the folder changed meanwhile, the disk is full...
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {path} ({bundle.frame_count} frames, cameras: {bundle.cameras is not None}, timings {bundle.timings})")
     return 0

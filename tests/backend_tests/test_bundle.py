@@ -146,7 +146,9 @@ def test_zip_round_trip_and_zip_slip(tmp_path, written):
     _, path = written
     z = B.zip_bundle(path, tmp_path / "shot.zip")
     r = B.read_bundle(z)
-    assert r.frame_count == 6 and r.path.name == "shot"
+    # Extracted into a folder of its own beside the zip, not over its namesake `shot/`.
+    assert r.frame_count == 6 and r.path.name.startswith("shot.parallax-") and r.path.parent == tmp_path
+    assert r.id == B.read_bundle(path).id and B.is_parallax_extraction(r.path)
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../escaped.txt", "x")

@@ -141,7 +141,20 @@ def test_crash_mid_job_is_reported_and_the_next_job_restarts_the_backend(tmp_pat
         assert "stopped unexpectedly" in str(e.value) and e.value.exit_code == -signal.SIGKILL
         assert "next job restarts it" in handle.poll().message
         assert bp.state == "crashed" and bp.crashed()
-        out = run_job("echo", [clip], {"frames": 3}, backend=bp, out_dir=tmp_path)
+        # While the restart's Popen runs, the panel still reads "crashed" (not "failed").
+        import client.process as process_module
+        real_popen, seen = process_module.subprocess.Popen, []
+
+        def popen(*args, **kwargs):
+            seen.append(bp.state)
+            return real_popen(*args, **kwargs)
+
+        process_module.subprocess.Popen = popen
+        try:
+            out = run_job("echo", [clip], {"frames": 3}, backend=bp, out_dir=tmp_path)
+        finally:
+            process_module.subprocess.Popen = real_popen
+        assert seen == ["crashed"]
         assert read_bundle(out).frame_count == 3
         assert bp.pid != first_pid and bp.restarts == 1 and bp.state == "ready"
     finally:
@@ -175,3 +188,174 @@ def test_client_works_as_a_subpackage_of_the_addon(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()) == addon
+
+
+# -- files the client sends (issue 12, item 14) --------------------------------------------
+
+
+def test_list_frames_leaves_out_hidden_files_and_sorts_naturally(tmp_path):
+    from client import list_frames
+    for name in ("f_10.png", "f_2.png", "f_1.PNG", "._f_1.png", "._f_2.png", ".DS_Store", ".hidden.png",
+                 "notes.txt", "f_3.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.png").mkdir()
+    assert [p.name for p in list_frames(tmp_path)] == ["f_1.PNG", "f_2.png", "f_3.jpg", "f_10.png"]
+
+
+def test_safe_upload_names_pass_the_servers_rules():
+    from backend.server.errors import ApiError
+    from backend.server.uploads import check_filename
+    from client import safe_upload_name
+    for name, safe in (("take 10:30.mp4", "take_10_30.mp4"), ("shot..v2.mp4", "shot.v2.mp4"),
+                       (".hidden.mp4", "hidden.mp4"), ("clip.mp4", "clip.mp4"), ("._0001.png", "_0001.png"),
+                       ("épreuve\x07 finale.MOV", "_preuve_finale.MOV"), ("a\\b/c.webm", "c.webm"),
+                       ("x" * 400 + ".mp4", "x" * 196 + ".mp4")):
+        assert safe_upload_name(name) == safe
+        check_filename(safe)  # accepted (raises ApiError otherwise)
+    with pytest.raises(ApiError):  # what the client used to send
+        check_filename("take 10:30.mp4")
+
+
+def test_awkward_local_names_upload_and_run(backend, clip, tmp_path):
+    client = backend.client()
+    for name in ("take 10:30.mp4", "shot..v2.mp4", ".hidden.mp4"):
+        local = tmp_path / name
+        local.write_bytes(clip.read_bytes())
+        info = client.upload(local)
+        assert info["display_name"] == name and info["filename"] != name and info["kind"] == "video"
+    out = run_job("echo", [tmp_path / "take 10:30.mp4"], {"frames": 3}, backend=backend, out_dir=tmp_path / "out")
+    assert read_bundle(out).frame_count == 3
+    bad = tmp_path / "take 10:31.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(RequestRejected) as e:
+        client.upload(bad)
+    assert "'take 10:31.mp4'" in e.value.message  # the user's own name in the server's message
+
+
+# -- a hostile server (issue 12, item 9) ----------------------------------------------------
+
+import http.server  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import zipfile  # noqa: E402
+
+from backend import bundle as B  # noqa: E402
+from client.errors import InvalidResult  # noqa: E402
+
+
+class FakeServer:
+    """An HTTP server that plays a backend: every job is done at once, its id and its bundle
+    zip are whatever the test says."""
+
+    def __init__(self, job_id: str, zip_bytes: bytes):
+        self.job_id, self.zip_bytes, self.paths = job_id, zip_bytes, []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, kind="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                owner.paths.append(("POST", self.path))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/v1/uploads"):
+                    self._send(201, {"id": "0123456789abcdef", "filename": "clip.mp4", "kind": "video"})
+                else:
+                    self._send(201, owner.job())
+
+            def do_GET(self):
+                owner.paths.append(("GET", self.path))
+                if self.path.endswith("/bundle"):
+                    self._send(200, owner.zip_bytes, "application/zip")
+                else:
+                    self._send(200, owner.job())
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def job(self) -> dict:
+        return {"id": self.job_id, "state": "done", "progress": 1.0, "stage": "done", "message": "", "eta_s": None}
+
+    def __enter__(self):
+        self.thread.start()
+        return Client(f"http://127.0.0.1:{self.httpd.server_address[1]}", "token")
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _bundle_zip(tmp: Path, damage=None) -> bytes:
+    from backend_tests.test_bundle import make_bundle
+    path = B.write_bundle(make_bundle(frames=3, points=10), tmp / "src")
+    if damage:
+        damage(path)
+    return B.zip_bundle(path, tmp / "src.zip").read_bytes()
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("bundle.json", "{}")
+        with zf.open("frames/000000.png", "w", force_zip64=True) as m:
+            for _ in range(256):
+                m.write(bytes(1 << 20))  # 256 MiB of zeros in about 250 KB
+    return buf.getvalue()
+
+
+def test_a_job_id_from_the_server_never_becomes_a_path(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("the user's")
+    results = tmp_path / "results"
+    with FakeServer("x/../../victim", _bundle_zip(tmp_path)) as remote:
+        with pytest.raises(InvalidResult, match="invalid job id"):
+            run_job("echo", [], client=remote, out_dir=results)
+        with pytest.raises(InvalidResult):
+            remote.download_bundle("x/../../victim", results / "echo-x")
+        with pytest.raises(InvalidResult):
+            remote.job("../v1/release")
+    assert [p.name for p in victim.iterdir()] == ["keep.txt"] and (victim / "keep.txt").read_text() == "the user's"
+    assert not results.exists() or not any(results.rglob("*"))
+    with pytest.raises(ValueError, match="task name"):
+        start_job("../solve", [], client=Client("http://127.0.0.1:9", "t"), out_dir=results)
+
+
+@pytest.mark.parametrize("case,match", [("bomb", "zip bomb"), ("not_a_bundle", "not a valid bundle"),
+                                        ("zip_slip", "outside the bundle"), ("no_bundle_json", "no bundle.json"),
+                                        ("too_big", "client's limit")])
+def test_a_bad_result_is_refused_and_leaves_nothing(tmp_path, case, match):
+    if case == "bomb":
+        data = _bomb()
+    elif case == "not_a_bundle":
+        data = _bundle_zip(tmp_path, lambda p: (p / "cameras.json").unlink())
+    elif case in ("zip_slip", "no_bundle_json"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("../../escape.txt" if case == "zip_slip" else "photo.jpg", "x")
+        data = buf.getvalue()
+    else:
+        data = _bundle_zip(tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    with FakeServer("0123456789abcdef", data) as remote:
+        with pytest.raises(InvalidResult, match=match):
+            remote.download_bundle("0123456789abcdef", results / "solve-0123456789abcdef",
+                                   max_bytes=1000 if case == "too_big" else 2**30)
+    assert list(results.iterdir()) == []
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_good_result_from_a_remote_server(tmp_path):
+    with FakeServer("0123456789abcdef", _bundle_zip(tmp_path)) as remote:
+        out = run_job("echo", [], client=remote, out_dir=tmp_path / "results")
+    assert out == tmp_path / "results" / "echo-0123456789abcdef" and read_bundle(out).frame_count == 3
