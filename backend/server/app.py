@@ -55,6 +55,7 @@ class UploadOut(BaseModel):
     frames: int
     fps: Optional[float]
     created: float = Field(..., description="seconds since the epoch")
+    display_name: Optional[str] = Field(None, description="the user's own name for the file, as given")
 
 
 class JobRequest(BaseModel):
@@ -235,11 +236,14 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
               summary="Upload one input file (the raw bytes are the request body)")
     async def create_upload(request: Request, filename: str = Query(
             ..., min_length=1, max_length=255,
-            description=f"plain file name; its extension says the kind: video {VIDEO_EXTS}, image {IMAGE_EXTS}")):
+            description=f"plain file name; its extension says the kind: video {VIDEO_EXTS}, image {IMAGE_EXTS}"),
+            display_name: Optional[str] = Query(
+                None, max_length=255, description="the user's own name for the file (shown in messages, never "
+                                                  "used as a path)")):
         jobs.check_capacity()
         length = request.headers.get("content-length", "")
         declared = int(length) if length.isdigit() else None
-        info = await uploads.receive(filename, request.stream(), declared)
+        info = await uploads.receive(filename, request.stream(), declared, display_name)
         return info.to_json()
 
     @app.post("/v1/jobs", status_code=201, response_model=JobOut, tags=["jobs"],

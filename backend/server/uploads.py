@@ -53,11 +53,23 @@ class UploadInfo:
     fps: Optional[float]
     created: float
     path: Path = field(repr=False, default=None)
+    # The user's own name for the file (the client sends a safe ``filename`` for names the
+    # server refuses, such as "take 10:30.mp4"): metadata for messages, never a path.
+    display_name: Optional[str] = None
 
     def to_json(self) -> dict:
         out = asdict(self)
         out.pop("path")
         return out
+
+
+def check_display_name(name: Optional[str]) -> Optional[str]:
+    """The optional display name: 1-255 bytes of UTF-8 without control characters, or None."""
+    if name is None or name == "":
+        return None
+    if len(name.encode("utf-8", "surrogatepass")) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ApiError(400, "display_name must be 1-255 bytes of text without control characters")
+    return name
 
 
 def check_filename(name: str) -> tuple[str, str]:
@@ -193,20 +205,23 @@ class UploadStore:
                 meta = json.loads((d / META_NAME).read_text())
                 files = [f for f in d.iterdir() if f.name.startswith("input.") and f.is_file()]
                 info = UploadInfo(**{k: meta[k] for k in ("id", "filename", "kind", "bytes", "width", "height",
-                                                          "frames", "fps", "created")}, path=files[0])
+                                                          "frames", "fps", "created")}, path=files[0],
+                                  display_name=meta.get("display_name"))
             except (OSError, ValueError, KeyError, TypeError, IndexError):
                 continue  # not an upload of ours: left for the retention sweep
             if info.id == d.name and info.kind in ("video", "image"):
                 self._items[info.id] = info
 
     async def receive(self, filename: str, chunks: AsyncIterator[bytes],
-                      declared_length: Optional[int]) -> UploadInfo:
+                      declared_length: Optional[int], display_name: Optional[str] = None) -> UploadInfo:
         from starlette.concurrency import run_in_threadpool
 
         ext, kind = check_filename(filename)
+        display_name = check_display_name(display_name)
+        shown = display_name or filename  # messages name the user's own file
         limit = self.limits.max_upload_bytes
         if declared_length is not None and declared_length > limit:
-            raise ApiError(413, _too_big(filename, declared_length, limit))
+            raise ApiError(413, _too_big(shown, declared_length, limit))
         uid = new_id()
         partial = self.root / f".{uid}.partial"
         target = partial / f"input{ext}"
@@ -218,19 +233,19 @@ class UploadStore:
                     async for chunk in chunks:
                         size += len(chunk)
                         if size > limit:
-                            raise ApiError(413, _too_big(filename, size, limit))
+                            raise ApiError(413, _too_big(shown, size, limit))
                         f.write(chunk)
             except OSError as e:
                 problem = storage.disk_problem(e)
                 if problem is None:
                     raise
-                raise ApiError(507, storage.disk_message(problem, f"{filename!r} could not be stored")) from None
+                raise ApiError(507, storage.disk_message(problem, f"{shown!r} could not be stored")) from None
             if size == 0:
-                raise ApiError(422, f"{filename!r} is empty (0 bytes)")
+                raise ApiError(422, f"{shown!r} is empty (0 bytes)")
             probe = probe_video if kind == "video" else probe_image
-            facts = await run_in_threadpool(probe, target, filename, self.limits)
+            facts = await run_in_threadpool(probe, target, shown, self.limits)
             info = UploadInfo(id=uid, filename=filename, kind=kind, bytes=size,
-                              created=time.time(), **facts)
+                              created=time.time(), display_name=display_name, **facts)
             final = self.root / uid
             try:
                 storage.write_private(partial / META_NAME, json.dumps(info.to_json()))
@@ -239,7 +254,7 @@ class UploadStore:
                 problem = storage.disk_problem(e)
                 if problem is None:
                     raise
-                raise ApiError(507, storage.disk_message(problem, f"{filename!r} could not be stored")) from None
+                raise ApiError(507, storage.disk_message(problem, f"{shown!r} could not be stored")) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -421,3 +421,25 @@ def test_server_exits_when_its_parent_dies(tmp_path):
     finally:
         parent.kill()
         s.stop()
+
+
+def test_uploads_keep_the_users_own_name_as_metadata_only(server, tmp_path):
+    video = make_video(tmp_path / "clip.mp4")
+    with open(video, "rb") as f:
+        r = requests.post(server.url + "/v1/uploads", params={"filename": "take_10_30.mp4",
+                                                               "display_name": "take 10:30.mp4"},
+                          data=f, headers=server.auth, timeout=T)
+    assert r.status_code == 201, r.text
+    assert r.json()["filename"] == "take_10_30.mp4" and r.json()["display_name"] == "take 10:30.mp4"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with open(empty, "rb") as f:  # messages name the user's file, as the user named it
+        r = requests.post(server.url + "/v1/uploads", params={"filename": "x.mp4", "display_name": "my shot.mp4"},
+                          data=f, headers=server.auth, timeout=T)
+    assert r.status_code == 422 and "my shot.mp4" in r.json()["error"]
+    for bad in ("a\nb.mp4", "\x00.mp4", "n" * 300):
+        with open(video, "rb") as f:
+            r = requests.post(server.url + "/v1/uploads", params={"filename": "x.mp4", "display_name": bad},
+                              data=f, headers=server.auth, timeout=T)
+        assert r.status_code in (400, 422), (bad, r.text)
+    assert_still_serves(server)
