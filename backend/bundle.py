@@ -10,7 +10,10 @@ A bundle is a directory (zipped for transfer)::
     cameras.json   {"convention": "opencv_c2w", "width", "height", "frames": [
                      {"index", "c2w": 4x4 rows or null when not solved, "fx", "fy", "cx", "cy"}]}
     points/        per frame %06d.npz: xyz float32 (N,3) world, rgb uint8 (N,3), conf float16 (N,),
-                   optional dynamic bool (N,): the point moves in the world (4D reconstructions)
+                   optional dynamic bool (N,): the point moves in the world (4D reconstructions);
+                   optional track int64 (N,) and uv float32 (N,2): the structure-from-motion point
+                   each row observes (one id per unique 3D point, -1 none) and where in the frame
+                   (pixels, centres at integers), so exports can rebuild COLMAP's tracks
     depth/         optional per frame %06d.npz: depth float32 (H,W), conf float16 (H,W)
 
 Conventions: OpenCV camera axes (x right, y down, z forward), camera-to-world matrices,
@@ -118,6 +121,8 @@ class PointFrame:
     rgb: np.ndarray  # (N, 3) uint8
     conf: np.ndarray  # (N,) float16
     dynamic: Optional[np.ndarray] = None  # (N,) bool: moves in the world (reconstruct); None: not known
+    track: Optional[np.ndarray] = None  # (N,) int64: id of the unique 3D point observed (-1: none); SfM only
+    uv: Optional[np.ndarray] = None  # (N, 2) float32: the observation's pixel in this frame; with track
 
 
 @dataclass
@@ -275,6 +280,9 @@ def _write_parts(b: Bundle, root: Path) -> dict:
                       "conf": np.asarray(p.conf, np.float16)}
             if p.dynamic is not None:
                 arrays["dynamic"] = np.asarray(p.dynamic, bool)
+            if p.track is not None:
+                arrays["track"] = np.asarray(p.track, np.int64)
+                arrays["uv"] = np.asarray(p.uv, np.float32)
             np.savez(root / "points" / ARRAY_NAME.format(i), **arrays)
         parts["points"] = "points"
     if b.depth is not None:
@@ -406,7 +414,7 @@ def _check_in_memory(b: Bundle) -> None:
             raise BundleError(where, f"cameras[{i}].index is {c.index}")
         _check_camera(c, where, i)
     for i, p in enumerate(b.points or []):
-        _check_points(p.xyz, p.rgb, p.conf, where, i, p.dynamic)
+        _check_points(p.xyz, p.rgb, p.conf, where, i, p.dynamic, p.track, p.uv)
 
 
 def _check_sizes(path, w, h, n, fps) -> None:
@@ -819,7 +827,7 @@ def _kind(path: Path, key: str, dtype: np.dtype, kinds: str, expected: str, pref
 def _points_header(path: Path, i: int, budget: _Budget):
     zf = _npz_open(path)
     try:
-        hd = _npz_headers(path, zf, ("xyz", "rgb", "conf"), ("dynamic",))
+        hd = _npz_headers(path, zf, ("xyz", "rgb", "conf"), ("dynamic", "track", "uv"))
     except BaseException:
         zf.close()
         raise
@@ -829,7 +837,7 @@ def _points_header(path: Path, i: int, budget: _Budget):
         zf.close()
         raise BundleError(path, f"{pre}field 'xyz' has shape {xyz}, expected (N, 3)")
     n = xyz[0]
-    for key, want in (("rgb", (n, 3)), ("conf", (n,)), ("dynamic", (n,))):
+    for key, want in (("rgb", (n, 3)), ("conf", (n,)), ("dynamic", (n,)), ("track", (n,)), ("uv", (n, 2))):
         if key in hd and hd[key][0] != want:
             zf.close()
             raise BundleError(path, f"{pre}field '{key}' has shape {hd[key][0]}, expected {want}")
@@ -840,6 +848,11 @@ def _points_header(path: Path, i: int, budget: _Budget):
         _kind(path, "conf", hd["conf"][1], "fiu", "float16", pre)
         if "dynamic" in hd:
             _kind(path, "dynamic", hd["dynamic"][1], "bu", "bool", pre)
+        if ("track" in hd) != ("uv" in hd):
+            raise BundleError(path, f"{pre}fields 'track' and 'uv' come together")
+        if "track" in hd:
+            _kind(path, "track", hd["track"][1], "iu", "int64", pre)
+            _kind(path, "uv", hd["uv"][1], "fiu", "float32", pre)
         budget.take(sum(math.prod(s) * d.itemsize for s, d, _ in hd.values()), path)
     except BaseException:
         zf.close()
@@ -851,13 +864,15 @@ def _read_points(path: Path, i: int, budget: _Budget) -> PointFrame:
     zf, hd = _points_header(path, i, budget)
     with zf:
         z = _npz_data(path, zf, hd)
-    _check_points(z["xyz"], z["rgb"], z["conf"], path, i, z.get("dynamic"))
+    _check_points(z["xyz"], z["rgb"], z["conf"], path, i, z.get("dynamic"), z.get("track"), z.get("uv"))
     return PointFrame(z["xyz"].astype(np.float32, copy=False), z["rgb"].astype(np.uint8, copy=False),
                       z["conf"].astype(np.float16, copy=False),
-                      None if z.get("dynamic") is None else z["dynamic"].astype(bool, copy=False))
+                      None if z.get("dynamic") is None else z["dynamic"].astype(bool, copy=False),
+                      None if z.get("track") is None else z["track"].astype(np.int64, copy=False),
+                      None if z.get("uv") is None else z["uv"].astype(np.float32, copy=False))
 
 
-def _check_points(xyz, rgb, conf, path, i: int, dynamic=None) -> None:
+def _check_points(xyz, rgb, conf, path, i: int, dynamic=None, track=None, uv=None) -> None:
     xyz, rgb, conf = np.asarray(xyz), np.asarray(rgb), np.asarray(conf)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise BundleError(path, f"points[{i}] field 'xyz' has shape {xyz.shape}, expected (N, 3)")
@@ -876,6 +891,15 @@ def _check_points(xyz, rgb, conf, path, i: int, dynamic=None) -> None:
         if dynamic.shape != (n,) or dynamic.dtype not in (np.bool_, np.uint8):
             raise BundleError(path, f"points[{i}] field 'dynamic' has shape {dynamic.shape} and dtype "
                                     f"{dynamic.dtype}, expected ({n},) bool")
+    if (track is None) != (uv is None):
+        raise BundleError(path, f"points[{i}] fields 'track' and 'uv' come together")
+    if track is not None:
+        track, uv = np.asarray(track), np.asarray(uv)
+        if track.shape != (n,) or track.dtype.kind not in "iu":
+            raise BundleError(path, f"points[{i}] field 'track' has shape {track.shape} and dtype {track.dtype}, "
+                                    f"expected ({n},) int64")
+        if uv.shape != (n, 2) or uv.dtype.kind not in "fiu" or not np.isfinite(uv.astype(np.float64)).all():
+            raise BundleError(path, f"points[{i}] field 'uv' must be ({n}, 2) finite pixel coordinates")
     with np.errstate(over="ignore", invalid="ignore"):
         finite = np.isfinite(xyz.astype(np.float32, copy=False)).all()
     if not finite:

@@ -12,7 +12,8 @@ from .exports import EXPORTERS
 def add_arguments(parser) -> None:
     parser.add_argument("bundle", help="result bundle folder or .zip")
     parser.add_argument("--format", required=True, choices=sorted(EXPORTERS))
-    parser.add_argument("--out", help="output path (default: inside the bundle folder)")
+    parser.add_argument("--out", help="output path (default: inside the bundle folder); an existing folder "
+                                      "gets the format's default file name inside it")
 
 
 def main(args) -> int:
@@ -23,6 +24,12 @@ def main(args) -> int:
         return 1
     export, default_name = EXPORTERS[args.format]
     out = Path(args.out) if args.out else bundle.path / default_name
-    export(bundle, out)
+    if args.out and out.is_dir() and args.format != "colmap":  # a folder: write the file inside it
+        out = out / default_name
+    try:
+        export(bundle, out)
+    except OSError as e:
+        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0

@@ -15,6 +15,7 @@ Unsolved frames (c2w None) are left out of every export.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +34,30 @@ def _frame_name(bundle: Bundle, index: int) -> str:
 
 
 def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000, seed: int = 0) -> Path:
-    """Write a COLMAP text model. Points carry no tracks (COLMAP allows empty tracks)."""
+    """Write a COLMAP text model that COLMAP can refine: one camera per distinct intrinsics
+    (a clip solved with one shared camera stays one camera), and, when the engine kept its
+    tracks (the colmap engine does), each 3D point once with its 2D observations, so that
+    bundle adjustment runs on the export. Without tracks (dense per-frame point maps) every
+    frame's points are written as points without observations, subsampled to ``max_points``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cams = _solved(bundle)
-    cam_lines, img_lines = [], []
-    for cam_id, c in enumerate(cams, start=1):
-        cam_lines.append(f"{cam_id} PINHOLE {bundle.width} {bundle.height} "
-                         f"{c.fx:.10g} {c.fy:.10g} {c.cx + 0.5:.10g} {c.cy + 0.5:.10g}")
+    intrinsics = {}  # (fx, fy, cx, cy) -> camera id
+    for c in cams:
+        intrinsics.setdefault((c.fx, c.fy, c.cx, c.cy), len(intrinsics) + 1)
+    cam_lines = [f"{cid} PINHOLE {bundle.width} {bundle.height} {fx:.10g} {fy:.10g} {cx + 0.5:.10g} {cy + 0.5:.10g}"
+                 for (fx, fy, cx, cy), cid in intrinsics.items()]
+    tracked = bool(bundle.points) and all(p.track is not None for p in bundle.points)
+    observations = _observations(bundle, cams) if tracked else {}
+    img_lines = []
+    for image_id, c in enumerate(cams, start=1):
         w2c = np.linalg.inv(np.asarray(c.c2w, np.float64))
         q = rotation_to_quaternion(w2c[:3, :3])
         t = w2c[:3, 3]
-        img_lines.append(f"{cam_id} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} "
-                         f"{t[0]:.12g} {t[1]:.12g} {t[2]:.12g} {cam_id} {_frame_name(bundle, c.index)}")
-        img_lines.append("")  # no 2D observations
+        img_lines.append(f"{image_id} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} {t[0]:.12g} {t[1]:.12g} "
+                         f"{t[2]:.12g} {intrinsics[(c.fx, c.fy, c.cx, c.cy)]} {_frame_name(bundle, c.index)}")
+        # COLMAP puts pixel centres at +0.5
+        img_lines.append(" ".join(f"{u + 0.5:.6g} {v + 0.5:.6g} {pid}" for u, v, pid in observations.get(image_id, [])))
     (out / "cameras.txt").write_text(
         "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
         f"# Number of cameras: {len(cam_lines)}\n" + "\n".join(cam_lines) + "\n")
@@ -54,9 +65,12 @@ def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000
         "# Image list with two lines of data per image:\n"
         "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n#   POINTS2D[] as (X, Y, POINT3D_ID)\n"
         f"# Number of images: {len(cams)}\n" + "\n".join(img_lines) + "\n")
-    xyz, rgb, _ = _all_points(bundle, max_points, seed)
-    lines = [f"{i} {p[0]:.7g} {p[1]:.7g} {p[2]:.7g} {c[0]} {c[1]} {c[2]} 0" for i, (p, c) in
-             enumerate(zip(xyz, rgb), start=1)]
+    if tracked:
+        lines = _tracked_points(bundle, cams, observations)
+    else:
+        xyz, rgb, _ = _all_points(bundle, max_points, seed)
+        lines = [f"{i} {p[0]:.7g} {p[1]:.7g} {p[2]:.7g} {c[0]} {c[1]} {c[2]} 0" for i, (p, c) in
+                 enumerate(zip(xyz, rgb), start=1)]
     (out / "points3D.txt").write_text(
         "# 3D point list with one line of data per point:\n"
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
@@ -64,13 +78,50 @@ def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000
     return out
 
 
+def _observations(bundle: Bundle, cams) -> dict:
+    """{image id: [(u, v, point3D id)]} from the per-frame track ids (ids shifted to start at 1).
+    A point seen by fewer than two solved frames is not a track (COLMAP's bundle adjustment
+    refuses it): its observation stays, with point id -1, as COLMAP writes unmatched keypoints."""
+    ids = np.concatenate([bundle.points[c.index].track for c in cams]) if cams else np.zeros(0, np.int64)
+    ids, counts = np.unique(ids[ids >= 0], return_counts=True)
+    tracked = set(ids[counts >= 2].tolist())
+    out = {}
+    for image_id, c in enumerate(cams, start=1):
+        p = bundle.points[c.index]
+        keep = p.track >= 0
+        out[image_id] = [(float(u), float(v), int(t) + 1 if int(t) in tracked else -1)
+                         for (u, v), t in zip(p.uv[keep], p.track[keep])]
+    return out
+
+
+def _tracked_points(bundle: Bundle, cams, observations: dict) -> list[str]:
+    """One line per unique 3D point: its position and colour (from its first observation) and
+    its track as (image id, index into that image's POINTS2D)."""
+    first, track = {}, {}
+    for image_id, c in enumerate(cams, start=1):
+        p = bundle.points[c.index]
+        rows = np.nonzero(p.track >= 0)[0]
+        for point2d_idx, (row, (_, _, pid)) in enumerate(zip(rows, observations[image_id])):
+            if pid < 0:
+                continue
+            first.setdefault(pid, (p.xyz[row], p.rgb[row]))
+            track.setdefault(pid, []).append(f"{image_id} {point2d_idx}")
+    return [f"{pid} {x:.7g} {y:.7g} {z:.7g} {r} {g} {b} 0 " + " ".join(track[pid])
+            for pid, ((x, y, z), (r, g, b)) in sorted(first.items())]
+
+
 def export_nerfstudio(bundle: Bundle, path: str | Path) -> Path:
-    """nerfstudio ``transforms.json`` next to the bundle's frames (paths relative to it)."""
+    """nerfstudio ``transforms.json``; image paths are relative to the file, wherever it is
+    written (nerfstudio resolves them against the file's folder)."""
     path = Path(path)
     frames = []
     for c in _solved(bundle):
         c2w_gl = np.asarray(c.c2w, np.float64) @ OPENCV_TO_OPENGL
-        frames.append({"file_path": _frame_name(bundle, c.index), "transform_matrix": c2w_gl.tolist(),
+        name = _frame_name(bundle, c.index)
+        if bundle.path is not None:  # a bundle read from disk: point at its frames from wherever this is
+            name = Path(os.path.relpath(Path(bundle.path).resolve() / name, path.resolve().parent)).as_posix()
+        frames.append({"file_path": name,
+                       "transform_matrix": c2w_gl.tolist(),
                        "fl_x": c.fx, "fl_y": c.fy, "cx": c.cx + 0.5, "cy": c.cy + 0.5,
                        "w": bundle.width, "h": bundle.height})
     doc = {"camera_model": "OPENCV", "w": bundle.width, "h": bundle.height,

@@ -8,6 +8,7 @@ import pytest
 
 from backend import bundle as B
 from backend import exports
+from backend.bundle import Bundle, CameraFrame, PointFrame, read_bundle, write_bundle
 
 
 def _rot(axis, angle):
@@ -188,11 +189,18 @@ def test_colmap_export_reads_back_with_pycolmap(tmp_path, written):
 
 
 def test_nerfstudio_transforms_convention(tmp_path, written):
-    b, _ = written
+    _, path = written
+    b = read_bundle(path)
     doc = json.loads(exports.export_nerfstudio(b, tmp_path / "transforms.json").read_text())
     assert doc["camera_model"] == "OPENCV"
     solved = [c for c in b.cameras if c.c2w is not None]
-    assert [f["file_path"] for f in doc["frames"]] == [f"frames/{c.index:06d}.png" for c in solved]
+    # paths resolve from the file's own folder, wherever it was written
+    for where in (tmp_path / "transforms.json", b.path / "transforms.json", tmp_path / "deep" / "er" / "t.json"):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        paths = [f["file_path"] for f in json.loads(exports.export_nerfstudio(b, where).read_text())["frames"]]
+        assert [(where.parent / f).resolve() for f in paths] == [(b.path / f"frames/{c.index:06d}.png").resolve()
+                                                                 for c in solved]
+        assert all((where.parent / f).is_file() for f in paths)
     X = np.random.default_rng(4).normal(size=(20, 3)) + [0, 0, 5]
     for f, c in zip(doc["frames"], solved):
         c2w_gl = np.array(f["transform_matrix"])
@@ -227,5 +235,45 @@ def test_export_cli(tmp_path, written):
     _, path = written
     assert main(["export", str(path), "--format", "tum", "--out", str(tmp_path / "x.tum")]) == 0
     assert (tmp_path / "x.tum").read_text().count("\n") == 1 + 5
+    folder = tmp_path / "exports"
+    folder.mkdir()  # an existing folder gets the format's file inside it, never replaced by a file
+    for fmt, name in (("tum", "trajectory.tum"), ("ply", "points.ply"), ("nerfstudio", "transforms.json")):
+        assert main(["export", str(path), "--format", fmt, "--out", str(folder)]) == 0
+        assert (folder / name).is_file()
     (path / "bundle.json").unlink()
     assert main(["export", str(path), "--format", "tum"]) == 1
+
+
+def test_colmap_export_keeps_shared_cameras_unique_points_and_tracks_for_bundle_adjustment(tmp_path):
+    """A structure-from-motion bundle (one camera, 3D points seen by several frames, their
+    tracks kept) exports as COLMAP would have written it, and pycolmap's bundle adjustment runs."""
+    pycolmap = pytest.importorskip("pycolmap")
+    rng = np.random.default_rng(7)
+    W, H, f = 320, 240, 280.0
+    X = rng.uniform([-2, -1.5, 4], [2, 1.5, 8], size=(60, 3))
+    cams, points = [], []
+    for i in range(4):
+        c2w = np.eye(4)
+        c2w[:3, 3] = [0.3 * i, 0.0, 0.0]
+        cam = CameraFrame(i, c2w, f, f, (W - 1) / 2, (H - 1) / 2)
+        uv = _project(cam.K, c2w, X)
+        seen = np.nonzero((uv[:, 0] > 0) & (uv[:, 0] < W - 1) & (uv[:, 1] > 0) & (uv[:, 1] < H - 1)
+                          & (np.arange(len(X)) % 4 != i))[0]  # every point missed by one frame
+        cams.append(cam)
+        points.append(PointFrame(X[seen].astype(np.float32), np.full((len(seen), 3), 128, np.uint8),
+                                 np.ones(len(seen), np.float16), track=seen.astype(np.int64),
+                                 uv=uv[seen].astype(np.float32)))
+    frames = [np.zeros((H, W, 3), np.uint8)] * 4
+    b = read_bundle(write_bundle(Bundle("solve", W, H, 4, engine="colmap", frames=frames, cameras=cams,
+                                        points=points), tmp_path / "sfm"))
+    rec = pycolmap.Reconstruction(str(exports.export_colmap(b, tmp_path / "colmap")))
+    assert len(rec.cameras) == 1  # one shared camera, as solved
+    ids, counts = np.unique(np.concatenate([p.track for p in b.points]), return_counts=True)
+    assert len(rec.points3D) == (counts >= 2).sum() > 40  # each tracked 3D point once, not once per frame
+    for pid, p3d in rec.points3D.items():
+        assert p3d.track.length() == sum(int(pid - 1 in p.track) for p in b.points)
+        np.testing.assert_allclose(p3d.xyz, X[pid - 1], atol=1e-5)
+    before = rec.compute_mean_reprojection_error()
+    assert before < 1e-3  # the observations are the exact projections
+    pycolmap.bundle_adjustment(rec)
+    assert rec.compute_mean_reprojection_error() < 1e-3
