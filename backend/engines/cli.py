@@ -6,6 +6,7 @@ Prints progress, writes a result bundle (atomically), and on failure prints one 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def main(args) -> int:
             check_zip_replaceable(Path(args.out).with_name(Path(args.out).name + ".zip"))
         spec = get_spec(args.engine)
         selection, options = _options(args, spec.options)
+        if args.quiet:
+            _quiet_libraries()
         engine = spec.build()
         t0 = time.perf_counter()
         bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **selection, **options)
@@ -62,18 +65,47 @@ def main(args) -> int:
     except (EngineError, ValueError, OSError) as e:  # VideoError is a ValueError
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
-    s = bundle.scores
-    registered = sum(c.c2w is not None for c in bundle.cameras or [])
-    points = sum(len(p.xyz) for p in bundle.points or [] if p is not None)
-    quality = (f"reprojection error {s['mean_reprojection_error_px']:.2f} px" if "mean_reprojection_error_px" in s
-               else f"mean confidence {s['confidence']:.2f}" if "confidence" in s else "")
-    print(f"solved {registered}/{bundle.frame_count} frames ({bundle.model_id}; {points} points"
-          f"{', ' + quality if quality else ''}) in {time.perf_counter() - t0:.1f} s")
-    unregistered = bundle.source.get("unregistered_frames") or []
-    if unregistered:
-        print(f"not registered (c2w null): frames {unregistered}")
+    print(summary(bundle, time.perf_counter() - t0))
     print(f"wrote {out}")
     return 0
+
+
+def summary(bundle, seconds: float) -> str:
+    """What the solve found, in the bundle's own terms: the same counts bundle.json holds."""
+    s = bundle.scores
+    registered = sum(c.c2w is not None for c in bundle.cameras or [])
+    rows = sum(len(p.xyz) for p in bundle.points or [] if p is not None)
+    lines = []
+    if "points" in s and s["points"] != rows:  # structure from motion: points seen by several frames
+        points = f"{s['points']} 3D points, {rows} observations over the frames"
+    else:
+        points = f"{rows} points over the frames"
+    quality = (f"reprojection error {s['mean_reprojection_error_px']:.2f} px" if "mean_reprojection_error_px" in s
+               else f"mean confidence {s['confidence']:.2f}" if "confidence" in s else "")
+    lines.append(f"solved {registered}/{bundle.frame_count} frames ({bundle.model_id}; {points}"
+                 f"{', ' + quality if quality else ''}) in {seconds:.1f} s")
+    unregistered = bundle.source.get("unregistered_frames") or []
+    if unregistered:
+        lines.append(f"not registered (c2w null): frames {unregistered}")
+    empty = s.get("frames_without_points") or []
+    if empty:
+        lines.append(f"frames with no confident points (camera only): {len(empty)} of {bundle.frame_count}: {empty}")
+    return "\n".join(lines)
+
+
+def _quiet_libraries() -> None:
+    """--quiet also silences the libraries' own progress bars (checkpoint loading)."""
+    import importlib.util
+
+    for name in ("diffusers", "transformers"):
+        if importlib.util.find_spec(name) is not None:
+            logging = importlib.import_module(f"{name}.utils.logging")
+            logging.disable_progress_bar()
+            logging.set_verbosity_error()
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def _options(args, options_model) -> tuple[dict, dict]:

@@ -69,3 +69,21 @@ def test_solve_writes_a_valid_bundle_from_a_frame_folder(tmp_path):
     assert bundle.scores["registered"] >= 5
     np.testing.assert_allclose(bundle.cameras[bundle.source["world_frame"]].c2w, np.eye(4), atol=1e-9)
     assert (tmp_path / "bundle.zip").is_file()
+
+
+def test_unified_refuses_bad_input_before_the_model_and_quiet_is_quiet(tmp_path):
+    blank = _images(tmp_path / "blank", [np.full((64, 64, 3), 60 + 20 * i, np.uint8) for i in range(4)])
+    refused = _solve(blank, "--engine", "unified", "--out", tmp_path / "o")
+    _assert_one_line_error(refused, "no texture")
+    assert "checkpoint" not in refused.stdout + refused.stderr  # refused before any weights were read
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    clip = _images(tmp_path / "clip", [np.roll(base, 2 * i, axis=1) for i in range(6)])
+    result = _solve(clip, "--engine", "unified", "--out", tmp_path / "u", "--quiet", "--no-align", "--no-photometric")
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint" not in (result.stdout + result.stderr).lower()
+    assert result.stdout.splitlines()[0].startswith("solved 6/6 frames")
+    bundle = read_bundle(tmp_path / "u")
+    rows = sum(len(p.xyz) for p in bundle.points)
+    assert f"{rows} points over the frames" in result.stdout  # the count bundle.json holds
+    assert bundle.source["frame_indices"] == list(range(6)) and bundle.source["input"].endswith("clip")
