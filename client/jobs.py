@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -40,7 +41,26 @@ class JobSnapshot:
 
 
 def default_out_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "parallax-bundles"
+    """A results folder only this user can use: ``$TMPDIR/parallax-bundles-<uid>``, mode 0700.
+
+    A shared name in a shared temporary folder could be a symlink another user planted, and
+    results written through it would land where that user chose. So the folder must be a real
+    directory owned by us; anything else at that name is moved aside (never deleted: it is not
+    ours) and a fresh folder made."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = Path(tempfile.gettempdir()) / f"parallax-bundles-{uid}"
+    for _ in range(3):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and (not hasattr(os, "getuid") or st.st_uid == uid):
+            if st.st_mode & 0o077:
+                os.chmod(path, 0o700)
+            return path
+        os.rename(path, path.with_name(f"{path.name}.not-ours-{os.getpid()}-{int(time.time())}"))
+    raise OSError(f"cannot make a private results folder at {path}")
 
 
 class JobHandle:

@@ -359,3 +359,22 @@ def test_a_good_result_from_a_remote_server(tmp_path):
     with FakeServer("0123456789abcdef", _bundle_zip(tmp_path)) as remote:
         out = run_job("echo", [], client=remote, out_dir=tmp_path / "results")
     assert out == tmp_path / "results" / "echo-0123456789abcdef" and read_bundle(out).frame_count == 3
+
+
+def test_default_results_folder_is_private_and_never_a_planted_link(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from client.jobs import default_out_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    planted = tmp_path / f"parallax-bundles-{os.getuid()}"
+    planted.symlink_to(elsewhere, target_is_directory=True)  # what another user could leave there
+    out = default_out_dir()
+    assert out == planted and out.is_dir() and not out.is_symlink()
+    assert (os.stat(out).st_mode & 0o777) == 0o700
+    assert elsewhere.is_dir() and any(p.name.startswith(planted.name + ".not-ours") for p in tmp_path.iterdir())
+    os.chmod(out, 0o755)
+    assert default_out_dir() == out and (os.stat(out).st_mode & 0o777) == 0o700
