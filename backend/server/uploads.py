@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Optional
@@ -61,6 +62,19 @@ class UploadInfo:
         out = asdict(self)
         out.pop("path")
         return out
+
+
+@contextmanager
+def _disk_full_is_507(shown: str):
+    """A full or read-only disk while storing an upload is the server's condition (507), named
+    with the user's file, never the server's path; other OSErrors stay bugs."""
+    try:
+        yield
+    except OSError as e:
+        problem = storage.disk_problem(e)
+        if problem is None:
+            raise
+        raise ApiError(507, storage.disk_message(problem, f"{shown!r} could not be stored")) from None
 
 
 def check_display_name(name: Optional[str]) -> Optional[str]:
@@ -227,7 +241,7 @@ class UploadStore:
         target = partial / f"input{ext}"
         size = 0
         try:
-            try:
+            with _disk_full_is_507(shown):
                 partial.mkdir(mode=storage.DIR_MODE)
                 with storage.open_private(target) as f:
                     async for chunk in chunks:
@@ -235,11 +249,6 @@ class UploadStore:
                         if size > limit:
                             raise ApiError(413, _too_big(shown, size, limit))
                         f.write(chunk)
-            except OSError as e:
-                problem = storage.disk_problem(e)
-                if problem is None:
-                    raise
-                raise ApiError(507, storage.disk_message(problem, f"{shown!r} could not be stored")) from None
             if size == 0:
                 raise ApiError(422, f"{shown!r} is empty (0 bytes)")
             probe = probe_video if kind == "video" else probe_image
@@ -247,14 +256,9 @@ class UploadStore:
             info = UploadInfo(id=uid, filename=filename, kind=kind, bytes=size,
                               created=time.time(), display_name=display_name, **facts)
             final = self.root / uid
-            try:
+            with _disk_full_is_507(shown):
                 storage.write_private(partial / META_NAME, json.dumps(info.to_json()))
                 partial.rename(final)
-            except OSError as e:
-                problem = storage.disk_problem(e)
-                if problem is None:
-                    raise
-                raise ApiError(507, storage.disk_message(problem, f"{shown!r} could not be stored")) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

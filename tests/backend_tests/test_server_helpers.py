@@ -164,6 +164,23 @@ class Server:
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
 
 
+FINAL = ("done", "failed", "cancelled")
+WAIT_S = 120  # bound on any one wait: the tests wait on states, never on a sleep; this only ends a hang
+
+
+def wait_state(server, jid: str, states=FINAL, cond=None) -> dict:
+    """Poll the job until its state is one of ``states`` (and ``cond(job)`` holds); returns it."""
+    import requests
+
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        j = requests.get(f"{server.url}/v1/jobs/{jid}", headers=server.auth, timeout=WAIT_S).json()
+        if j["state"] in states and (cond is None or cond(j)):
+            return j
+        assert time.monotonic() < deadline, f"job {jid} never reached {states}: {j}\n{server.log()[-2000:]}"
+        time.sleep(0.02)
+
+
 def make_video(path: Path, n: int = 6, w: int = 32, h: int = 24, faststart: bool = False) -> Path:
     """An mp4 whose frame i is a flat COLOURS[i % 6] picture."""
     import av

@@ -19,9 +19,8 @@ import pytest
 import requests
 
 from backend.bundle import read_bundle
-from backend_tests.test_server_helpers import Server, make_video
+from backend_tests.test_server_helpers import FINAL, Server, wait_state, make_video
 
-FINAL = ("done", "failed", "cancelled")
 T = 120  # bound on any one wait; the tests wait on states, never on a sleep
 GRACE_S = 1.0  # --cancel-grace-s of this module's server
 
@@ -41,16 +40,6 @@ def submit(s, task="echo", inputs=(), **params):
     body = json.dumps({"task": task, "inputs": list(inputs), "params": params})  # NaN as Python's json writes it
     return requests.post(s.url + "/v1/jobs", data=body, headers={**s.auth, "Content-Type": "application/json"},
                          timeout=T)
-
-
-def wait_state(s, jid, states=FINAL, cond=None):
-    deadline = time.monotonic() + T
-    while True:
-        j = get(s, f"/v1/jobs/{jid}").json()
-        if j["state"] in states and (cond is None or cond(j)):
-            return j
-        assert time.monotonic() < deadline, f"job {jid} never reached {states}: {j}\n{s.log()[-2000:]}"
-        time.sleep(0.02)
 
 
 def engine(s) -> dict:

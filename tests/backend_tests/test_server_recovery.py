@@ -18,9 +18,8 @@ import psutil
 import requests
 
 from backend.server.jobs import INTERRUPTED
-from backend_tests.test_server_helpers import Server, make_png
+from backend_tests.test_server_helpers import FINAL, Server, wait_state, make_png
 
-FINAL = ("done", "failed", "cancelled")
 T = 120  # bound on any one wait; the tests wait on states, never on a sleep
 
 
@@ -31,16 +30,6 @@ def get(s, path):
 def submit(s, inputs=(), **params):
     return requests.post(s.url + "/v1/jobs", json={"task": "echo", "inputs": list(inputs), "params": params},
                          headers=s.auth, timeout=T)
-
-
-def wait_state(s, jid, states=FINAL, cond=None):
-    deadline = time.monotonic() + T
-    while True:
-        j = get(s, f"/v1/jobs/{jid}").json()
-        if j["state"] in states and (cond is None or cond(j)):
-            return j
-        assert time.monotonic() < deadline, f"job {jid} never reached {states}: {j}"
-        time.sleep(0.02)
 
 
 def _gone(pid: int) -> bool:
