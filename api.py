@@ -7,6 +7,7 @@
     >>> px.tasks()                           # what the backend offers, from /v1/health
     {'solve': True, 'generate': False, ...}
     >>> px.solve("/footage/clip.mp4", wait=False)   # returns at once; progress in the panel
+    >>> coll = px.reconstruct("/footage/street.mp4", stride=2)   # a dynamic scene, moving points flagged
     >>> px.cancel()
 
 Every call uses the backend set in the add-on's preferences (started on first use). Blocking
@@ -23,7 +24,7 @@ import bpy
 from . import backend_link, client
 from .operators import jobs
 
-__all__ = ["solve", "generate", "cancel", "tasks", "release_memory", "stop_backend"]
+__all__ = ["solve", "generate", "reconstruct", "cancel", "tasks", "release_memory", "stop_backend"]
 
 
 def _run(task: str, inputs, params: dict, wait: bool) -> Optional[bpy.types.Collection]:
@@ -47,7 +48,23 @@ def solve(source: str, engine: Optional[str] = None, *, stride: int = 1, max_fra
         params["max_frames"] = max_frames
     if options:
         params["options"] = options
-    return _run("solve", jobs.solve_inputs(source), params, wait)
+    return _run("solve", jobs.clip_inputs(source), params, wait)
+
+
+def reconstruct(source: str, *, start: int = 0, stride: int = 1, max_frames: Optional[int] = None,
+                window_stride: Optional[int] = None, wait: bool = True, **params) -> Optional[bpy.types.Collection]:
+    """Reconstruct a dynamic scene from a clip (video file) or a folder of frames and import it:
+    the plate, the animated camera and per-frame points whose moving ones are flagged
+    ``dynamic`` (the import options on the scene's Parallax settings choose what shows).
+
+    ``start``, ``stride``, ``max_frames`` pick the frames as for ``solve``; ``window_stride``:
+    frames between the starts of the overlapping model windows (default: the backend's);
+    ``params``: any further parameter of the backend's reconstruct task, passed as given
+    (``chunk_frames``, ``iterations``, ``multimodal``: see ``px.tasks()``'s backend or
+    backend/server/tasks/reconstruct.py).
+    """
+    params = jobs.reconstruct_params(start, stride, max_frames, window_stride, **params)
+    return _run("reconstruct", jobs.clip_inputs(source, doing="reconstructing"), params, wait)
 
 
 def generate(prompt: str, frames: int = 16, seed: int = 0, *, steps: int = 25, guidance: float = 5.0,

@@ -36,6 +36,13 @@ class ImportOptions:
                                                           "(dense maps); off: in scene units (sparse points)")
     conf_threshold: float = option(0.0, "Min Confidence", "Hide points below this confidence", min=0.0)
     show_all_frames: bool = option(False, "Show All Frames", "Show every frame's points at once (static scenes)")
+    # 4D reconstructions flag the points that move; without flags every point counts as static.
+    show_static: bool = option(True, "Static Points", "Show the points that stay put in the world")
+    show_dynamic: bool = option(True, "Dynamic Points",
+                                "Show the points that move (flagged by a dynamic-scene reconstruction)")
+    accumulate_static: bool = option(False, "Accumulate Static",
+                                     "Show the static points of every frame at once (a clean background "
+                                     "cloud); dynamic points still follow the current frame")
     point_color: str = option("IMAGE", "Point Colour", "What colours the points", items=COLOR_MODE_ITEMS)
     max_points_per_frame: int = option(0, "Max Points per Frame",
                                        "Keep an even subsample of each frame's points; 0 keeps all", min=0)

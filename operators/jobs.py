@@ -1,4 +1,4 @@
-"""Backend jobs from Blender: solve a camera, generate a shot, cancel.
+"""Backend jobs from Blender: solve a camera, generate a shot, reconstruct a dynamic scene, cancel.
 
 One job runs at a time. The operator hands the work to ``client.start_job`` (a thread that
 starts the backend if needed, uploads, submits, polls and downloads) and returns at once; a
@@ -22,7 +22,7 @@ from ..importers import import_bundle
 from ..importers.options import options_from
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot"}
+TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot", "reconstruct": "Reconstructing scene"}
 POLL_S = 0.2
 
 
@@ -41,19 +41,32 @@ class Job:
         return cls.handle is not None
 
 
-def solve_inputs(source: str) -> list:
-    """A clip file, or the image files of a frame folder in name order."""
+def clip_inputs(source: str, doing: str = "solving") -> list:
+    """A clip file, or the image files of a frame folder in name order (what ``solve`` and
+    ``reconstruct`` take); ``doing`` names the task in the message for too few frames."""
     path = Path(bpy.path.abspath(source)) if source else None
     if path is None or not str(source).strip():
         raise ValueError("choose a clip or a frame folder first")
     if path.is_dir():
         frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if len(frames) < 2:
-            raise ValueError(f"the folder {str(path)!r} has {len(frames)} image(s); solving needs 2 or more")
+            raise ValueError(f"the folder {str(path)!r} has {len(frames)} image(s); {doing} needs 2 or more")
         return frames
     if not path.is_file():
         raise ValueError(f"no such file or folder: {str(path)!r}")
     return [path]
+
+
+def reconstruct_params(start: int = 0, stride: int = 1, max_frames: Optional[int] = None,
+                       window_stride: Optional[int] = None, **extra) -> dict:
+    """The reconstruct task's parameters; 0 / None for ``max_frames`` (all frames) and
+    ``window_stride`` (the backend's default) leave them to the backend."""
+    params = {"start": int(start), "stride": int(stride), **extra}
+    if max_frames:
+        params["max_frames"] = int(max_frames)
+    if window_stride:
+        params["window_stride"] = int(window_stride)
+    return params
 
 
 def results_dir() -> Path:
@@ -196,7 +209,7 @@ class PARALLAX_OT_solve_camera(_JobOperator, bpy.types.Operator):
     def execute(self, context):
         s = context.scene.parallax
         try:
-            inputs = solve_inputs(self.source or s.solve_source)
+            inputs = clip_inputs(self.source or s.solve_source)
         except ValueError as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
@@ -226,6 +239,32 @@ class PARALLAX_OT_generate_shot(_JobOperator, bpy.types.Operator):
             return {"CANCELLED"}
         return self.launch(context, "generate", [], {"prompt": s.gen_prompt, "frames": s.gen_frames,
                                                      "seed": s.gen_seed, "steps": s.gen_steps})
+
+
+class PARALLAX_OT_reconstruct_scene(_JobOperator, bpy.types.Operator):
+    """Reconstruct a dynamic scene (cameras, depth, per-frame points with the moving ones
+    flagged) from a clip or a frame folder on the backend and import the result"""
+
+    bl_idname = "parallax.reconstruct_scene"
+    bl_label = "Reconstruct Scene"
+
+    source: StringProperty(name="Clip or Frames", subtype="FILE_PATH",
+                           description="Video file or folder of frames; empty: the panel's")
+
+    @classmethod
+    def poll(cls, context):
+        # Unknown (not asked yet) counts as offered: the click starts the backend and asks it.
+        return not Job.running() and backend_link.task_status("reconstruct")[0] is not False
+
+    def execute(self, context):
+        s = context.scene.parallax
+        try:
+            inputs = clip_inputs(self.source or s.recon_source, doing="reconstructing")
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        params = reconstruct_params(s.recon_start, s.recon_stride, s.recon_max_frames, s.recon_window_stride)
+        return self.launch(context, "reconstruct", inputs, params)
 
 
 class PARALLAX_OT_cancel_job(bpy.types.Operator):
@@ -300,8 +339,8 @@ class PARALLAX_OT_create_backend_env(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (PARALLAX_OT_solve_camera, PARALLAX_OT_generate_shot, PARALLAX_OT_cancel_job, PARALLAX_OT_check_backend,
-           PARALLAX_OT_release_memory, PARALLAX_OT_create_backend_env)
+classes = (PARALLAX_OT_solve_camera, PARALLAX_OT_generate_shot, PARALLAX_OT_reconstruct_scene, PARALLAX_OT_cancel_job,
+           PARALLAX_OT_check_backend, PARALLAX_OT_release_memory, PARALLAX_OT_create_backend_env)
 
 
 def unregister_timers() -> None:

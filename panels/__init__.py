@@ -121,6 +121,21 @@ class PARALLAX_PT_solve(_TaskPanel, bpy.types.Panel):
         row.prop(s, "solve_max_frames")
 
 
+class PARALLAX_PT_reconstruct(_TaskPanel, bpy.types.Panel):
+    bl_label = "Reconstruct dynamic scene"
+    task, what, operator, icon = ("reconstruct", "Reconstructing a dynamic scene", "parallax.reconstruct_scene",
+                                  "OUTLINER_OB_POINTCLOUD")
+
+    def draw_inputs(self, layout, s):
+        layout.prop(s, "recon_source", text="")
+        row = layout.row(align=True)
+        row.prop(s, "recon_start")
+        row.prop(s, "recon_stride")
+        row = layout.row(align=True)
+        row.prop(s, "recon_max_frames")
+        row.prop(s, "recon_window_stride")
+
+
 class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
     bl_label = "Import result"
 
@@ -148,6 +163,11 @@ class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
         row.prop(s, "size_in_pixels", text="px", toggle=True)
         box.prop(s, "conf_threshold")
         box.prop(s, "show_all_frames")
+        # Dynamic-scene results: which kind of point shows, and the static background at once.
+        row = box.row(align=True)
+        row.prop(s, "show_static", toggle=True)
+        row.prop(s, "show_dynamic", toggle=True)
+        box.prop(s, "accumulate_static")
         box.operator("parallax.set_point_display", icon="POINTCLOUD_DATA")
 
 
@@ -180,5 +200,5 @@ class PARALLAX_PT_backend(_ParallaxPanel, bpy.types.Panel):
         layout.operator("preferences.addon_show", text="Backend Settings", icon="PREFERENCES").module = addon_package()
 
 
-classes = (PARALLAX_PT_generate, PARALLAX_PT_solve, PARALLAX_PT_import, PARALLAX_PT_backend)
+classes = (PARALLAX_PT_generate, PARALLAX_PT_solve, PARALLAX_PT_reconstruct, PARALLAX_PT_import, PARALLAX_PT_backend)
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -79,6 +79,17 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
         ("unified", "Unified model", "Parallax's own video model (JOG3R heads)")])
     solve_stride: IntProperty(name="Stride", default=1, min=1, max=100, description="Use every n-th frame")
     solve_max_frames: IntProperty(name="Max Frames", default=0, min=0, description="Cap on frames used; 0: all")
+    # Reconstruct dynamic scene: a clip like Solve's, and Geo4D's sliding windows over it.
+    recon_source: StringProperty(name="Clip", subtype="FILE_PATH",
+                                 description="Video file, or a folder of frames (PNG/JPEG, in name order)")
+    recon_start: IntProperty(name="Start", default=0, min=0, description="First frame used (0: the first)")
+    recon_stride: IntProperty(name="Stride", default=1, min=1, max=100, description="Use every n-th frame")
+    recon_max_frames: IntProperty(name="Max Frames", default=0, min=0,
+                                  description="Cap on frames used; 0: all")
+    # At most the model's window, 16, as the backend's reconstruct task validates it.
+    recon_window_stride: IntProperty(name="Window Stride", default=0, min=0, max=16,
+                                     description="Frames between the starts of the model's overlapping windows; "
+                                                 "0: the backend's default (Geo4D's 4)")
     gen_prompt: StringProperty(name="Prompt", description="What the shot shows and how the camera moves")
     # Bounds as the backend's generate task validates them (backend/pipelines/generate.py).
     gen_frames: IntProperty(name="Frames", default=16, min=2, max=16,

@@ -11,7 +11,8 @@ import types
 import bpy
 import pytest
 
-TASK_PANELS = {"solve": "PARALLAX_PT_solve", "generate": "PARALLAX_PT_generate"}
+TASK_PANELS = {"solve": "PARALLAX_PT_solve", "generate": "PARALLAX_PT_generate",
+               "reconstruct": "PARALLAX_PT_reconstruct"}
 
 
 class _Layout:
@@ -84,12 +85,14 @@ def health(addon):
 def test_before_any_health_the_known_tasks_show_their_normal_ui(health, empty_scene):
     health.data, health.error = None, ""
     for task, settings, operator in (("solve", "solve_source", "parallax.solve_camera"),
-                                     ("generate", "gen_prompt", "parallax.generate_shot")):
+                                     ("generate", "gen_prompt", "parallax.generate_shot"),
+                                     ("reconstruct", "recon_source", "parallax.reconstruct_scene")):
         assert _panel(task).poll(bpy.context)
         log = _draw(task)
         assert ("prop", settings) in log and ("operator", operator) in log, log
     # The first click is allowed: it starts the backend, which then answers /v1/health.
     assert bpy.ops.parallax.generate_shot.poll() and bpy.ops.parallax.solve_camera.poll()
+    assert bpy.ops.parallax.reconstruct_scene.poll()
 
 
 def test_a_section_is_hidden_when_health_lacks_its_task(health, empty_scene):
@@ -100,7 +103,8 @@ def test_a_section_is_hidden_when_health_lacks_its_task(health, empty_scene):
     # No section for tasks the add-on cannot run, whatever the backend lists.
     labels = {cls.bl_label for cls in bpy.types.Panel.__subclasses__()
               if getattr(cls, "bl_category", "") == "Parallax" and cls.is_registered}
-    assert labels == {"Generate shot with camera", "Solve camera from clip", "Import result", "Backend"}
+    assert labels == {"Generate shot with camera", "Solve camera from clip", "Reconstruct dynamic scene",
+                      "Import result", "Backend"}
 
 
 def test_a_listed_but_unavailable_task_shows_the_backends_reason(health, empty_scene):
@@ -124,3 +128,22 @@ def test_generate_section_shows_its_settings_with_the_tasks_bounds(health, empty
     assert (s.gen_frames, s.gen_steps, s.gen_seed) == (16, 1, 2**31 - 1)
     s.gen_frames = 1
     assert s.gen_frames == 2
+
+
+def test_reconstruct_section_follows_health(health, empty_scene):
+    """Shown, with its clip and window settings, only while /v1/health lists "reconstruct"."""
+    health.data = {"tasks": {"solve": {"available": True, "reason": None}}}
+    assert not _panel("reconstruct").poll(bpy.context)
+    assert not bpy.ops.parallax.reconstruct_scene.poll()
+    health.data = {"tasks": {"solve": {"available": True, "reason": None},
+                             "reconstruct": {"available": True, "reason": None}}}
+    assert _panel("reconstruct").poll(bpy.context)
+    assert bpy.ops.parallax.reconstruct_scene.poll()
+    log = _draw("reconstruct")
+    settings = ("recon_source", "recon_start", "recon_stride", "recon_max_frames", "recon_window_stride")
+    assert {("prop", p) for p in settings} <= set(log)
+    assert ("operator", "parallax.reconstruct_scene") in log
+    reason = "the 4D model's weights are not installed"
+    health.data["tasks"]["reconstruct"] = {"available": False, "reason": reason}
+    log = _draw("reconstruct")
+    assert reason in _labels(log) and not any(kind == "operator" for kind, _ in log), log
