@@ -164,6 +164,48 @@ class Bundle:
                 out[cam.index] = cam.c2w
         return out
 
+    def summary(self) -> list[str]:
+        """What the result says of itself, in lines for a person (the CLI prints them, the
+        add-on's panel shows them): frames solved, points, its quality score, where it came
+        from, and the frames it could not do. Counts are the ones bundle.json holds."""
+        s, src = self.scores or {}, self.source or {}
+        solved = sum(c.c2w is not None for c in self.cameras or [])
+        rows = sum(len(p.xyz) for p in self.points or [] if p is not None)
+        points = (f"{s['points']} 3D points ({rows} observations)" if "points" in s and s["points"] != rows
+                  else f"{rows} points")
+        lines = [f"{solved}/{self.frame_count} frames solved, {points}"]
+        quality = []
+        if isinstance(s.get("mean_reprojection_error_px"), (int, float)):
+            quality.append(f"reprojection error {s['mean_reprojection_error_px']:.2f} px")
+        if isinstance(s.get("confidence"), (int, float)):
+            quality.append(f"mean confidence {s['confidence']:.2f}")
+        if quality:
+            lines.append(", ".join(quality))
+        where = src.get("input")
+        lines.append(f"{self.engine or self.task}, {self.fps:g} fps" + (f", from {Path(str(where)).name}" if where else ""))
+        unsolved = src.get("unregistered_frames") or [c.index for c in self.cameras or [] if c.c2w is None]
+        if unsolved:
+            lines.append(f"not solved: frames {_ranges(unsolved)}")
+        empty = s.get("frames_without_points") or []
+        if empty:
+            lines.append(f"no confident points: {len(empty)} frames ({_ranges(empty)})")
+        return lines
+
+
+def _ranges(indices) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (long lists stay one readable line)."""
+    out, run = [], []
+    for i in sorted(int(k) for k in indices):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out[:12]) + (" ..." if len(out) > 12 else "")
+
 
 # ----------------------------------------------------------------------------------------
 # PNG, with zlib only: the backend writes frames and Blender reads them natively.

@@ -36,13 +36,13 @@ from .api import Client
 from .errors import (BackendCrashed, BackendStartError, BackendUnavailable, InvalidResult, JobCancelled, JobFailed,
                      ParallaxError, RequestRejected)
 from .files import list_frames, safe_upload_name
-from .jobs import JobHandle, JobSnapshot, start_job as _start_job
+from .jobs import JobHandle, JobSnapshot, default_out_dir, start_job as _start_job
 from .process import BackendProcess
 
 __all__ = ["run_job", "start_job", "configure", "default_backend", "shutdown", "Client", "BackendProcess",
            "JobHandle", "JobSnapshot", "ParallaxError", "BackendStartError", "BackendUnavailable",
            "BackendCrashed", "RequestRejected", "JobFailed", "JobCancelled", "InvalidResult", "list_frames",
-           "safe_upload_name"]
+           "safe_upload_name", "default_out_dir"]
 
 _lock = threading.Lock()
 _backend: Optional[BackendProcess] = None

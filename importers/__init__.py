@@ -75,6 +75,7 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     if earlier:
         bpy.data.batch_remove(earlier)
     coll["parallax_warnings"] = _warnings(bundle)
+    coll["parallax_summary"] = bundle.summary()  # the panel shows the result's quality from it
     coll["parallax_import_seconds"] = time.perf_counter() - t0
     return coll
 

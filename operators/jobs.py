@@ -9,7 +9,6 @@ mode timers do not run, so the operator waits for the job instead.
 
 from __future__ import annotations
 
-import tempfile
 import types
 from pathlib import Path
 from typing import Optional
@@ -21,7 +20,6 @@ from .. import backend_link, client
 from ..importers import import_bundle
 from ..importers.options import options_from
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot", "reconstruct": "Reconstructing scene"}
 POLL_S = 0.2
 
@@ -48,7 +46,7 @@ def clip_inputs(source: str, doing: str = "solving") -> list:
     if path is None or not str(source).strip():
         raise ValueError("choose a clip or a frame folder first")
     if path.is_dir():
-        frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        frames = client.list_frames(path)  # natural order, no hidden or macOS ._* files
         if len(frames) < 2:
             raise ValueError(f"the folder {str(path)!r} has {len(frames)} image(s); {doing} needs 2 or more")
         return frames
@@ -73,7 +71,7 @@ def results_dir() -> Path:
     """Bundles stay on disk (the plate reads their frames): beside the .blend once saved."""
     if bpy.data.filepath:
         return Path(bpy.path.abspath("//parallax_results"))
-    return Path(tempfile.gettempdir()) / "parallax-bundles"
+    return client.default_out_dir()  # per user, private: never a folder another user planted
 
 
 def start(context, task: str, inputs, params: dict, wait: bool = False) -> client.JobSnapshot | None:
@@ -85,14 +83,32 @@ def start(context, task: str, inputs, params: dict, wait: bool = False) -> clien
     Job.handle = client.start_job(task, inputs, params, out_dir=results_dir(), **kw)
     Job.task, Job.scene, Job.error, Job.snapshot = task, context.scene.name, "", Job.handle.poll()
     if wait:
-        try:
-            Job.handle.wait()
-        except client.ParallaxError:
-            pass  # the snapshot carries it
+        _wait_printing(Job.handle)
         return finish()
     if not bpy.app.timers.is_registered(poll):
         bpy.app.timers.register(poll, first_interval=POLL_S)
     return None
+
+
+def _wait_printing(handle) -> None:
+    """Block until the job ends. In background mode (``blender -b``), where no panel shows
+    progress, print a line per stage and per 5 %: a CPU ``generate`` was otherwise silent for
+    minutes."""
+    last = (None, -5)
+    while True:
+        try:
+            handle.wait(timeout=1.0)
+            return
+        except TimeoutError:
+            pass
+        except client.ParallaxError:
+            return  # the snapshot carries it
+        snap = handle.poll()
+        pct = int(snap.progress * 100)
+        if bpy.app.background and (snap.stage != last[0] or pct >= last[1] + 5):
+            print(f"Parallax: {TASK_LABELS.get(Job.task, Job.task)}: [{pct:3d}%] {snap.stage or snap.phase}",
+                  flush=True)
+            last = (snap.stage, pct)
 
 
 def cancel() -> bool:

@@ -49,7 +49,11 @@ def _job_status(layout, task: str) -> bool:
         for line in _wrap(Job.error):
             box.label(text=line)
     elif Job.task == task and Job.collection:
-        layout.label(text=f"Imported {Job.collection}", icon="CHECKMARK")
+        box = layout.box()
+        box.label(text=f"Imported {Job.collection}", icon="CHECKMARK")
+        coll = bpy.data.collections.get(Job.collection)
+        for line in (coll.get("parallax_summary", []) if coll is not None else []):
+            box.label(text=str(line))  # frames solved, points, quality, source, what failed
     return False
 
 

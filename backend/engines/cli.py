@@ -71,26 +71,9 @@ def main(args) -> int:
 
 
 def summary(bundle, seconds: float) -> str:
-    """What the solve found, in the bundle's own terms: the same counts bundle.json holds."""
-    s = bundle.scores
-    registered = sum(c.c2w is not None for c in bundle.cameras or [])
-    rows = sum(len(p.xyz) for p in bundle.points or [] if p is not None)
-    lines = []
-    if "points" in s and s["points"] != rows:  # structure from motion: points seen by several frames
-        points = f"{s['points']} 3D points, {rows} observations over the frames"
-    else:
-        points = f"{rows} points over the frames"
-    quality = (f"reprojection error {s['mean_reprojection_error_px']:.2f} px" if "mean_reprojection_error_px" in s
-               else f"mean confidence {s['confidence']:.2f}" if "confidence" in s else "")
-    lines.append(f"solved {registered}/{bundle.frame_count} frames ({bundle.model_id}; {points}"
-                 f"{', ' + quality if quality else ''}) in {seconds:.1f} s")
-    unregistered = bundle.source.get("unregistered_frames") or []
-    if unregistered:
-        lines.append(f"not registered (c2w null): frames {unregistered}")
-    empty = s.get("frames_without_points") or []
-    if empty:
-        lines.append(f"frames with no confident points (camera only): {len(empty)} of {bundle.frame_count}: {empty}")
-    return "\n".join(lines)
+    """The bundle's own summary (the counts bundle.json holds), with the wall time."""
+    lines = bundle.summary()
+    return "\n".join([f"{lines[0]} ({bundle.model_id}) in {seconds:.1f} s", *lines[1:]])
 
 
 def _quiet_libraries() -> None:

@@ -61,7 +61,7 @@ def test_solve_writes_a_valid_bundle_from_a_frame_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "[  0%] load" and "[100%] done" in lines
-    assert any(line.startswith("solved ") for line in lines) and lines[-1] == f"wrote {out}"
+    assert any(" frames solved" in line for line in lines) and lines[-1] == f"wrote {out}"
     bundle = read_bundle(out)  # validates every part
     assert (bundle.task, bundle.engine, bundle.frame_count) == ("solve", "colmap", 6)
     assert (bundle.width, bundle.height) == (540, 360)
@@ -82,8 +82,8 @@ def test_unified_refuses_bad_input_before_the_model_and_quiet_is_quiet(tmp_path)
     result = _solve(clip, "--engine", "unified", "--out", tmp_path / "u", "--quiet", "--no-align", "--no-photometric")
     assert result.returncode == 0, result.stderr
     assert "checkpoint" not in (result.stdout + result.stderr).lower()
-    assert result.stdout.splitlines()[0].startswith("solved 6/6 frames")
+    assert result.stdout.splitlines()[0].startswith("6/6 frames solved")
     bundle = read_bundle(tmp_path / "u")
     rows = sum(len(p.xyz) for p in bundle.points)
-    assert f"{rows} points over the frames" in result.stdout  # the count bundle.json holds
+    assert f"{rows} points" in result.stdout.splitlines()[0]  # the count bundle.json holds
     assert bundle.source["frame_indices"] == list(range(6)) and bundle.source["input"].endswith("clip")

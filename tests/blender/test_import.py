@@ -127,6 +127,9 @@ def test_scene_settings_and_plate(empty_scene, gt_bundles):
     scene = empty_scene
     assert (scene.frame_start, scene.frame_end) == (1, bundle.frame_count)
     assert abs(scene.render.fps / scene.render.fps_base - bundle.fps) < 1e-6
+    coll = bpy.data.collections[f"Parallax {path.name}"]
+    assert list(coll["parallax_summary"]) == bundle.summary()  # what the panel shows of the result
+    assert coll["parallax_summary"][0].startswith(f"{bundle.frame_count}/{bundle.frame_count} frames solved")
     plate = next(o for o in objs.values() if o.type == "MESH" and o.parent == objs["camera"])
     cam_data = objs["camera"].data
     assert cam_data.show_background_images and cam_data.background_images[0].image is not None
