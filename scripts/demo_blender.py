@@ -1,9 +1,10 @@
 """Import a result bundle into a fresh Blender scene (headless) and save a .blend and a render.
 
-    .venv-blender/bin/python scripts/demo_blender.py BUNDLE OUT_DIR [--frame N]
+    .venv-blender/bin/python scripts/demo_blender.py BUNDLE OUT_DIR [--frame N] [--name STEM] [--color MODE]
 
 The points are drawn as green markers (a subsample of each frame) so that their alignment
-with the footage plate behind them can be judged in the PNG.
+with the footage plate behind them can be judged in the PNG; ``--color DYNAMIC`` draws a 4D
+result's moving points magenta instead.
 """
 
 import argparse
@@ -30,13 +31,15 @@ def main() -> int:
     parser.add_argument("bundle")
     parser.add_argument("out_dir")
     parser.add_argument("--frame", type=int, default=0, help="bundle frame to render (default: the middle one)")
+    parser.add_argument("--name", default="parallax_demo", help="file stem of the .blend and .png")
+    parser.add_argument("--color", default="MARKER", help="point colour mode (MARKER, IMAGE, DYNAMIC, ...)")
     args = parser.parse_args()
     out = Path(args.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     enable_addon()
-    result = bpy.ops.parallax.import_bundle(filepath=str(Path(args.bundle).resolve()), point_color="MARKER", point_size=4.0,
+    result = bpy.ops.parallax.import_bundle(filepath=str(Path(args.bundle).resolve()), point_color=args.color, point_size=4.0,
                                             max_points_per_frame=600)
     if result != {"FINISHED"}:
         return 1
@@ -48,10 +51,10 @@ def main() -> int:
     scene.cycles.samples = 8
     scene.cycles.use_denoising = False
     scene.render.image_settings.file_format = "PNG"
-    scene.render.filepath = str(out / "parallax_demo.png")
+    scene.render.filepath = str(out / f"{args.name}.png")
     bpy.ops.render.render(write_still=True)
-    bpy.ops.wm.save_as_mainfile(filepath=str(out / "parallax_demo.blend"))
-    print(f"saved {out / 'parallax_demo.blend'} and {out / 'parallax_demo.png'} (frame {frame})")
+    bpy.ops.wm.save_as_mainfile(filepath=str(out / f"{args.name}.blend"))
+    print(f"saved {out / (args.name + '.blend')} and {out / (args.name + '.png')} (frame {frame})")
     return 0
 
 
