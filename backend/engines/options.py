@@ -46,19 +46,111 @@ class EngineOptions(BaseModel):
         return K
 
 
-class ColmapOptions(EngineOptions):
+Features = Literal["sift", "disk", "aliked"]
+# auto's candidates, in order of preference (ties go to the first): see backend/engines/auto.py.
+AUTO_CANDIDATES = ("aliked", "sift")
+
+
+def _features_available(schema: dict) -> None:
+    """The served schema (/v1/health) says which learned features cannot run here, and why."""
+    from .features import LEARNED, unavailable_reason
+
+    reasons = {kind: reason for kind in LEARNED if (reason := unavailable_reason(kind))}
+    if reasons:
+        schema["unavailable"] = reasons
+
+
+def _check_features(kind: str) -> str:
+    # Refused before the job is queued (a 422 naming what is missing), never swapped for SIFT.
+    from .features import unavailable_reason
+
+    reason = unavailable_reason(kind)
+    if reason:
+        raise ValueError(f"{kind} features are not available here: {reason}")
+    return kind
+
+
+class KnownIntrinsicsOptions(EngineOptions):
+    """A known focal length (in pixels, or in mm with the sensor width), held or as a prior."""
+
+    focal_px: Optional[float] = Field(None, gt=0.0, lt=1e6, description="known focal length in the input's pixels; "
+                                                                         "principal point at the frame's centre")
+    focal_mm: Optional[float] = Field(None, gt=0.0, le=10000.0, description="known focal length in mm (with sensor_mm)")
+    sensor_mm: Optional[float] = Field(None, gt=0.0, le=1000.0,
+                                       description="width in mm of the sensor area the frame shows (with focal_mm)")
+    refine_intrinsics: bool = Field(False, description="use the known K / focal length as a prior that bundle "
+                                                       "adjustment refines, instead of holding it fixed")
+
+    @model_validator(mode="after")
+    def _one_focal(self):
+        given = [k for k in ("K", "focal_px", "focal_mm") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of K, focal_px or focal_mm (with sensor_mm), not {' and '.join(given)}")
+        if (self.focal_mm is None) != (self.sensor_mm is None):
+            raise ValueError("focal_mm and sensor_mm go together (focal in px = focal_mm / sensor_mm * width)")
+        if self.refine_intrinsics and not given:
+            raise ValueError("refine_intrinsics needs a known K, focal_px or focal_mm to start from")
+        return self
+
+
+class _ColmapCommon(KnownIntrinsicsOptions):
+    """What the colmap engine and each of auto's candidates take."""
+
+    max_keypoints: int = Field(2048, ge=64, le=16384, description="learned features: keypoints per frame")
+    learned_image_size: int = Field(1024, ge=64, le=4096, description="learned features: frames are resized "
+                                                                       "(up or down) to this longer side")
     mapper: Literal["auto", "global", "incremental"] = Field(
         "auto", description="GLOMAP (global), incremental, or auto: GLOMAP plus incremental when needed")
     camera_model: Optional[Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]] = Field(
-        None, description="COLMAP camera model when K is not given (default SIMPLE_PINHOLE)")
+        None, description="COLMAP camera model (default SIMPLE_PINHOLE; PINHOLE with known intrinsics); "
+                          "SIMPLE_RADIAL, RADIAL and OPENCV estimate lens distortion")
     calibrate: bool = Field(True, description="self-calibrate the focal length from the view graph")
     max_image_size: int = Field(1600, ge=64, le=16384, description="SIFT: frames are downscaled to this side")
     max_num_features: int = Field(8192, ge=64, le=65536, description="SIFT features per frame")
     peak_threshold: Optional[float] = Field(None, gt=0.0, le=1.0, description="SIFT contrast threshold")
     overlap: int = Field(10, ge=1, le=1000, description="sequential matching window in frames")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="COLMAP's random seed")
-    num_threads: int = Field(-1, ge=-1, le=1024, description="threads for features and matching (-1: all)")
+    num_threads: int = Field(-1, ge=-1, le=1024, description="threads for features and matching (-1: all); "
+                                                              "learned features: torch's CPU threads")
     mapper_threads: int = Field(1, ge=-1, le=1024, description="threads for mapping")
+
+    @model_validator(mode="after")
+    def _one_focal_model(self):
+        if self.K is not None and self.camera_model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL") and \
+                abs(self.K[0][0] - self.K[1][1]) > 1e-3 * max(self.K[0][0], self.K[1][1]):
+            raise ValueError(f"camera_model {self.camera_model} has one focal length, but K's fx and fy differ: "
+                             "use PINHOLE or OPENCV")
+        return self
+
+
+class ColmapOptions(_ColmapCommon):
+    features: Features = Field(
+        "sift", description="sift (COLMAP), or learned keypoints matched by LightGlue: disk or aliked",
+        json_schema_extra=_features_available)
+
+    @field_validator("features")
+    @classmethod
+    def _available(cls, v):
+        return _check_features(v)
+
+
+class AutoOptions(_ColmapCommon):
+    """The colmap engine's options, given to every candidate, and the candidates themselves."""
+
+    candidates: list[Features] = Field(
+        list(AUTO_CANDIDATES), min_length=1, max_length=3,
+        description="colmap feature variants to solve with, in order of preference (ties go to the first); "
+                    "the one whose cameras explain all candidates' verified matches best is kept",
+        json_schema_extra=_features_available)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("a candidate is named twice")
+        for kind in v:
+            _check_features(kind)
+        return v
 
 
 class UnifiedOptions(EngineOptions):

@@ -49,7 +49,7 @@ def test_registry_is_lazy_and_names_engines():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     assert get_engine("colmap").name == "colmap"
-    with pytest.raises(EngineError, match="unknown engine 'nope'; available: colmap"):
+    with pytest.raises(EngineError, match="unknown engine 'nope'; available: auto, colmap"):
         get_engine("nope")
 
 
