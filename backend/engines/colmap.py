@@ -622,8 +622,11 @@ def _to_parallax(rec, names, K_fixed, w: int, h: int, known: Optional[bool] = No
     conf = (1.0 - 1.0 / np.maximum(track, 1.0)) / (1.0 + np.maximum(err, 0.0))
     xyz_ref = xyz @ to_ref[:3, :3].T + to_ref[:3, 3]
 
-    seen = {i: np.array([row[int(p.point3D_id)] for p in by_name[names[i]].points2D if p.has_point3D()],
-                        dtype=np.int64) for i in registered}
+    seen, where = {}, {}  # per frame: rows of the 3D points it observes, and where (our pixels)
+    for i in registered:
+        obs = [p for p in by_name[names[i]].points2D if p.has_point3D()]
+        seen[i] = np.array([row[int(p.point3D_id)] for p in obs], dtype=np.int64)
+        where[i] = np.array([p.xy for p in obs], dtype=np.float32).reshape(-1, 2) - 0.5  # COLMAP: centres +0.5
     depths = xyz_ref[seen[ref], 2] if len(seen[ref]) else xyz_ref[:, 2]
     depths = depths[depths > 0]
     scale = 1.0 / float(np.median(depths)) if len(depths) else 1.0
@@ -643,7 +646,9 @@ def _to_parallax(rec, names, K_fixed, w: int, h: int, known: Optional[bool] = No
             c2w[:3, 3] *= scale
             c2w[3] = (0, 0, 0, 1)
             k = seen[i]
-            points.append(PointFrame((xyz_ref[k] * scale).astype(np.float32), rgb[k], conf[k].astype(np.float16)))
+            # the track ids and observations let exports rebuild COLMAP's tracks (bundle adjustment)
+            points.append(PointFrame((xyz_ref[k] * scale).astype(np.float32), rgb[k], conf[k].astype(np.float16),
+                                     track=k, uv=where[i]))
         else:
             c2w = None
             points.append(empty)

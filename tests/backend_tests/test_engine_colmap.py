@@ -97,11 +97,16 @@ def test_conversion_projects_points_onto_their_keypoints():
         uv = X[:, :2] / X[:, 2:] * [c.fx, c.fy] + [c.cx, c.cy]
         # xyz is float32 at unit scale: ~1e-7 relative, i.e. ~1e-4 px at f = 500
         np.testing.assert_allclose(uv, observed, atol=2e-3)
+        np.testing.assert_allclose(points[i].uv, observed, atol=1e-4)  # the kept observations
         checked += len(uv)
         # relative pose to frame 0 equals COLMAP's, up to the global scale
         rel = np.linalg.inv(_colmap_c2w(by_name[names[0]])) @ _colmap_c2w(image)
         np.testing.assert_allclose(c.c2w[:3, :3], rel[:3, :3], atol=1e-9)
     assert checked >= 5 * 30
+    # COLMAP's tracks survive the bundle: the export gives back each 3D point once, with its track
+    ids = np.concatenate([p.track for p in points])
+    assert len(np.unique(ids)) == rec.num_points3D() and len(ids) == sum(
+        p.track.length() for p in rec.points3D.values())
 
 
 def test_unregistered_frames_get_no_pose_and_world_moves_to_first_registered():
