@@ -29,6 +29,19 @@ def add_arguments(parser) -> None:
                              "when --intrinsics is given or GLOMAP left frames out; the better model is kept")
     parser.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
                         help="known intrinsics in pixels (pixel centres at integers); held fixed")
+    parser.add_argument("--features", choices=("sift", "disk", "aliked"), default=None,
+                        help="colmap: SIFT (default) or learned keypoints matched by LightGlue")
+    parser.add_argument("--candidates", default=None, metavar="A,B",
+                        help="auto: feature variants to try, in order of preference (default aliked,sift)")
+    parser.add_argument("--focal-px", type=float, default=None, help="colmap/auto: known focal length in pixels")
+    parser.add_argument("--focal-mm", type=float, default=None, help="colmap/auto: known focal length in mm "
+                                                                     "(with --sensor-mm)")
+    parser.add_argument("--sensor-mm", type=float, default=None, help="colmap/auto: sensor width in mm")
+    parser.add_argument("--camera-model", default=None,
+                        choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"),
+                        help="colmap/auto: COLMAP camera model; the RADIAL/OPENCV ones estimate lens distortion")
+    parser.add_argument("--refine-intrinsics", action="store_true",
+                        help="colmap/auto: use the known focal / intrinsics as a prior, refined by bundle adjustment")
     parser.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")
     parser.add_argument("--no-align", action="store_true", help="unified: skip the global alignment (faster)")
     parser.add_argument("--no-photometric", action="store_true",
@@ -96,8 +109,13 @@ def _options(args, options_model) -> tuple[dict, dict]:
     typed model, as the service checks them."""
     selection = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames}
     options = {"fps": args.fps}
+    if args.engine in ("colmap", "auto"):
+        options.update(mapper=args.mapper, focal_px=args.focal_px, focal_mm=args.focal_mm, sensor_mm=args.sensor_mm,
+                       camera_model=args.camera_model, refine_intrinsics=args.refine_intrinsics or None)
     if args.engine == "colmap":
-        options["mapper"] = args.mapper
+        options["features"] = args.features
+    if args.engine == "auto" and args.candidates:
+        options["candidates"] = [c.strip() for c in args.candidates.split(",") if c.strip()]
     if args.engine == "unified":
         options.update(align=not args.no_align, photometric=not args.no_photometric)
     if args.intrinsics:
@@ -109,7 +127,8 @@ def _options(args, options_model) -> tuple[dict, dict]:
     try:
         typed = options_model.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as e:
-        raise ValueError("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        raise ValueError("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: "
+                                   f"{str(err['msg']).removeprefix('Value error, ')}" for err in e.errors())) from None
     return selection, typed.model_dump(exclude_unset=True)
 
 
