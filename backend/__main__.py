@@ -27,6 +27,16 @@ def _generate():
     return cli_generate
 
 
+def _pair_pose():
+    from .pipelines import cli_pair_pose
+    return cli_pair_pose
+
+
+def _reconstruct():
+    from .pipelines import cli_reconstruct
+    return cli_reconstruct
+
+
 def _export():
     from . import export_cli
     return export_cli
@@ -52,6 +62,9 @@ COMMANDS = {
     "synth": (_synth, "render synthetic ground-truth clips as result bundles"),
     "solve": (_solve, "solve cameras (and sparse points) from a clip or frame folder"),
     "generate": (_generate, "generate a shot (and its camera) from a prompt"),
+    "pair-pose": (_pair_pose, "relative pose of two images with little overlap (InterPose)"),
+    "reconstruct": (_reconstruct, "reconstruct a dynamic scene (cameras, depth, points with a dynamic flag) "
+                                  "from a clip (Geo4D)"),
     "export": (_export, "export a result bundle to COLMAP, nerfstudio, TUM or PLY"),
     "serve": (_serve, "run the HTTP service the Blender add-on talks to"),
     "train": (_train, "train the unified model"),

@@ -14,6 +14,9 @@ Modules, one job each:
   photometric camera refinement by direct image alignment on the model's depth
   rays        Plücker ray maps <-> cameras
   geo4d       Geo4D multi-modal alignment terms (disparity, per-window Sim(3), smoothness)
+  align4d     Geo4D's multi-modal alignment of overlapping windows (two stages, window filter)
+  chunks      long clips: overlapping chunks of windows and the Sim(3) that chains them
+  dynamic     the per-pixel dynamic mask: free-space violations across neighbouring frames
   interpose   InterPose pose distance, medoid, D_med, D_total
   metrics     pairwise / trajectory / pair-pose / video-depth metrics
 

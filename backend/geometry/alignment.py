@@ -399,11 +399,32 @@ class AlignmentProblem:
         return loss
 
 
+class _ExtraState(dict):
+    """What ``AlignmentLoss.extra`` reads: "depth", "focal", "c2w", and "points" built only when a
+    term asks for it (every pixel in the world: measured, building it each iteration for the Geo4D
+    terms, which read only depth and cameras, cost as much as the point-map loss itself)."""
+
+    def __init__(self, problem: AlignmentProblem, params: dict):
+        F, H, W = problem.n_frames, problem.height, problem.width
+        R = problem.rotations(params["quat"])
+        super().__init__(depth=params["log_depth"].reshape(F, H, W).exp(), focal=problem.focals(params),
+                         c2w=make_transform(R, params["centre"]))
+        self._problem, self._params = problem, params
+
+    def __missing__(self, key):
+        if key != "points":
+            raise KeyError(key)
+        p = self._problem
+        self["points"] = p.model(self._params)[2].reshape(p.n_frames, p.height, p.width, 3)
+        return self["points"]
+
+
 def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch.Tensor, group: torch.Tensor, *,
                  mask: Optional[torch.Tensor] = None, n_frames: Optional[int] = None,
                  intrinsics: Intrinsics = Intrinsics(), loss: AlignmentLoss = AlignmentLoss(),
                  init: Initialisation = Initialisation(), adam: AdamSettings = AdamSettings(),
-                 progress=None, device=None, dtype=torch.float32, cuda_graph: Optional[bool] = None) -> AlignmentResult:
+                 progress=None, device=None, dtype=torch.float32, cuda_graph: Optional[bool] = None,
+                 initial: Optional[dict] = None) -> AlignmentResult:
     """Globally align V point maps of F frames (see the module docstring for the model).
 
     pointmaps (V, H, W, 3): view v = frame ``frame[v]`` in the camera of its group's reference
@@ -423,6 +444,10 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
       replay it: one launch per iteration instead of ~130 (the loop is launch-bound at small sizes).
       None: whenever there is no ``loss.extra`` (whose ops may not be capturable). Falls back to
       the eager loop, with a warning, if capture fails. ``AlignmentResult.cuda_graph`` tells.
+    initial: start from this state instead of registering the groups (a previous solution, as
+      Geo4D's second stage starts from its point-map-only first stage): float64 CPU tensors
+      "sims" (G, 4, 4) group -> world with scale, "scale" (G,), "focal" (F,), "c2w" (F, 4, 4),
+      "depth" (F, H, W), all in one world (``initialise``'s keys; "world" is not needed).
     """
     progress = Progress.of(progress)
     progress.check()
@@ -458,8 +483,12 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     pp = default_principal_point(H, W) if pp is None else pp
     pp = torch.as_tensor(pp, dtype=torch.float64).expand(F, 2).clone()
 
-    init_state = initialise(P64, w64, frame, group, F, pp, focal=intrinsics.focal, mode=init.order,
-                            init_weights=init_w)
+    if initial is not None:
+        init_state = {k: torch.as_tensor(initial[k], dtype=torch.float64).cpu()
+                      for k in ("sims", "scale", "focal", "c2w", "depth")}
+    else:
+        init_state = initialise(P64, w64, frame, group, F, pp, focal=intrinsics.focal, mode=init.order,
+                                init_weights=init_w)
     if intrinsics.shared_focal:
         init_state["focal"] = init_state["focal"].median().expand(F).clone()
 
@@ -503,10 +532,7 @@ def global_align(pointmaps: torch.Tensor, confidence: torch.Tensor, frame: torch
     def loss_fn():
         total = problem.loss(params)
         if extra is not None:
-            focal_f, depth, world, R, _, _ = model()
-            state = {"depth": depth.reshape(F, H, W), "focal": focal_f, "c2w": make_transform(R, params["centre"]),
-                     "points": world.reshape(F, H, W, 3)}
-            total = total + extra(state)
+            total = total + extra(_ExtraState(problem, params))
         return total
 
     leaves = [params[k] for k in trainable] + list(loss.extra_params)

@@ -41,10 +41,12 @@ def camera_frames(c2w, K, scale_to: Optional[tuple[int, int]] = None,
 
 
 def pointmap_parts(c2w: torch.Tensor, points: torch.Tensor, conf: torch.Tensor, rgb: torch.Tensor,
-                   out_size: Optional[tuple[int, int]] = None) -> tuple[list[PointFrame], list[DepthFrame]]:
+                   out_size: Optional[tuple[int, int]] = None,
+                   dynamic: Optional[torch.Tensor] = None) -> tuple[list[PointFrame], list[DepthFrame]]:
     """Per-frame bundle points and depth from world point maps (F, S, S, 3) with confidence
     (F, S, S) and colours (F, S, S, 3) uint8 at the maps' size. Points keep C > CONFIDENT; depth
-    is each frame's points in its own camera, resized (bilinear) to ``out_size`` (H, W)."""
+    is each frame's points in its own camera, resized (bilinear) to ``out_size`` (H, W).
+    dynamic (F, S, S) bool: each point's flag (4D reconstructions); None leaves it unknown."""
     from ..geometry.cameras import pointmap_to_depth
 
     points, conf, rgb = points.float().cpu(), conf.float().cpu(), torch.as_tensor(rgb).cpu()
@@ -53,7 +55,8 @@ def pointmap_parts(c2w: torch.Tensor, points: torch.Tensor, conf: torch.Tensor, 
     for i in range(len(points)):
         keep = conf[i] > CONFIDENT
         pts_out.append(PointFrame(points[i][keep].numpy(), rgb[i][keep].numpy(),
-                                  conf[i][keep].numpy().astype(np.float16)))
+                                  conf[i][keep].numpy().astype(np.float16),
+                                  None if dynamic is None else dynamic[i].cpu()[keep].numpy().astype(bool)))
         d, cf = depth[i], conf[i]
         if out_size is not None and tuple(out_size) != tuple(d.shape):
             d = F.interpolate(d[None, None], size=out_size, mode="bilinear", align_corners=False)[0, 0]

@@ -107,6 +107,6 @@ class TaskRegistry:
 
 def default_registry() -> TaskRegistry:
     """The tasks whose pipelines exist in this build (DESIGN section 1)."""
-    from . import generate, solve
+    from . import generate, pair_pose, reconstruct, solve
 
-    return TaskRegistry((solve.TASK, generate.TASK))
+    return TaskRegistry((solve.TASK, generate.TASK, pair_pose.TASK, reconstruct.TASK))

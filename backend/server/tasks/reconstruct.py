@@ -1,0 +1,87 @@
+"""The ``reconstruct`` task: a dynamic scene from one clip (Geo4D, DESIGN section 6): per-frame
+cameras, video depth, world points with a per-point dynamic flag.
+
+Input: one video, or 2+ images in order (as ``solve``). The reconstructor (the unified model) is
+built once per server process and kept in ``ctx.cache``; ``/v1/release`` empties it. Progress
+is reported per window and every 25 alignment iterations, so a cancel stops the job within that.
+This module imports no torch at import time (``/v1/health`` checks availability cheaply).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ...io_video import DEFAULT_MAX_FRAMES
+from . import JobContext, Task
+from .generate import MODEL_WINDOW, WEIGHTS
+
+
+class ReconstructParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: int = Field(0, ge=0, le=1_000_000, description="first frame used")
+    stride: int = Field(1, ge=1, le=100, description="use every n-th frame")
+    max_frames: Optional[int] = Field(None, ge=2, le=DEFAULT_MAX_FRAMES, description="cap on frames used")
+    window_stride: int = Field(4, ge=1, le=MODEL_WINDOW,
+                               description=f"frames between the starts of the model's {MODEL_WINDOW}-frame windows "
+                                           "(Geo4D: 4)")
+    chunk_frames: int = Field(64, ge=MODEL_WINDOW, le=1024,
+                              description="frames aligned together; longer clips are chained chunk by chunk "
+                                          "(memory grows with this, not with the clip)")
+    iterations: int = Field(500, ge=10, le=5000, description="Adam iterations of the joint alignment (Geo4D: 500)")
+    multimodal: bool = Field(True, description="align point maps with disparity, ray trajectory and smoothness "
+                                               "(Geo4D); false: point maps only")
+
+    @model_validator(mode="after")
+    def _window_fits_chunk(self):
+        if self.chunk_frames < MODEL_WINDOW + self.window_stride:
+            raise ValueError(f"chunk_frames ({self.chunk_frames}) must hold two windows: at least "
+                             f"{MODEL_WINDOW} + window_stride = {MODEL_WINDOW + self.window_stride}")
+        return self
+
+
+REQUIRES = ("torch", "diffusers", "safetensors")
+
+
+def check() -> Optional[str]:
+    """Why reconstruct cannot run in this environment, or None (for ``/v1/health``)."""
+    missing = [m for m in REQUIRES if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"missing Python module(s): {', '.join(missing)} (install backend/requirements.txt)"
+    if not (WEIGHTS / "config.json").is_file():
+        return f"the model weights are missing: {WEIGHTS}"
+    return None
+
+
+def reconstructor(ctx):
+    """The reconstructor of this server process, loaded on the first job and kept."""
+    from ...pipelines.reconstruct import Reconstructor
+
+    key = ("reconstruct", ctx.device)
+    rec = ctx.cache.get(key)
+    if rec is None:
+        ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen after it
+        rec = Reconstructor(device=ctx.device)
+        rec.model  # noqa: B018 - load now: the first job's progress then says what takes the time
+        ctx.cache[key] = rec  # kept even if this job is cancelled: the next one needs no load
+    return rec
+
+
+def run(ctx: JobContext):
+    """The job: returns the reconstruct Bundle."""
+    from ...geometry.align4d import POINTMAP_ONLY, ModalityWeights
+
+    p: ReconstructParams = ctx.params
+    rec = reconstructor(ctx)
+    first = ctx.inputs[0]
+    source = str(first.path) if first.kind == "video" else [str(u.path) for u in ctx.inputs]
+    return rec.reconstruct(source, progress=ctx.progress, start=p.start, stride=p.stride, max_frames=p.max_frames,
+                           window_stride=p.window_stride, chunk_frames=p.chunk_frames, iterations=p.iterations,
+                           weights=ModalityWeights() if p.multimodal else POINTMAP_ONLY)
+
+
+TASK = Task("reconstruct", "a dynamic scene from a clip (Geo4D): per-frame cameras, depth and points with a "
+                           "dynamic flag (one video, or 2+ images in order)",
+            run, ReconstructParams, ("video", "image"), 1, DEFAULT_MAX_FRAMES, check=check)
