@@ -105,6 +105,28 @@ class TaskRegistry:
         return {name: self._tasks[name].describe() for name in self.names()}
 
 
+def missing_for_model(requires: tuple, weights: Path) -> Optional[str]:
+    """Why a task on the unified model cannot run here (missing modules or weights), or None."""
+    import importlib.util
+
+    missing = [m for m in requires if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"missing Python module(s): {', '.join(missing)} (install backend/requirements.txt)"
+    if not (weights / "config.json").is_file():
+        return f"the model weights are missing: {weights}"
+    return None
+
+
+def load_once(ctx: JobContext, key, build: Callable[[], Any]):
+    """What ``build`` makes (a loaded model), made on the worker's first job and kept in
+    ``ctx.cache`` between jobs, even when this one is cancelled: the next needs no load."""
+    obj = ctx.cache.get(key)
+    if obj is None:
+        ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen after it
+        obj = ctx.cache[key] = build()
+    return obj
+
+
 def default_registry() -> TaskRegistry:
     """The tasks whose pipelines exist in this build (DESIGN section 1)."""
     from . import generate, pair_pose, reconstruct, solve

