@@ -60,7 +60,7 @@ def contact_sheet(rgb: np.ndarray, frames_shown: int = 4, pad: int = 2) -> np.nd
 
 
 def main(args) -> int:
-    if args.pairs is not None:
+    if getattr(args, "pairs", None) is not None:  # callers building args by hand may not know the option
         return _pairs(args)
     from ..bundle import encode_png, write_bundle
     from .synth import render_batch

@@ -460,8 +460,8 @@ def _camera(i: int, c2w, K) -> CameraFrame:
 
 
 def _default_K(w: int, h: int) -> np.ndarray:
-    """A 60 deg field of view across the longer side: only for the identical-images answer,
-    where nothing was estimated and nothing depends on it."""
+    """A 60 deg field of view across the longer side, for cameras nothing estimated: the
+    identical-images answer, or a generated video whose estimate failed (its c2w are null then)."""
     f = 0.5 * max(w, h) / math.tan(math.radians(30))
     return np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
 

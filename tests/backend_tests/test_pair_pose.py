@@ -419,9 +419,10 @@ def test_colmap_estimator_role_solves_textured_clips_and_says_nan_otherwise():
     b = render_batch(heldout_seeds(1, start=1), frames=16, height=160, width=160, dynamic=False, motion="dolly+pan")
     c2w, K = b.c2w[0].double().numpy(), b.K[0, 0].double().numpy()
     flat = np.full((3, 64, 64, 3), 100, np.uint8)
-    cams = ColmapPoseEstimator().estimate([b.rgb[0].numpy()[[0, 4, 8, 12, 15]], flat], K, K)
+    # one SIFT/matching thread: with all threads one combined test run drew a different model
+    cams = ColmapPoseEstimator(num_threads=1).estimate([b.rgb[0].numpy()[[0, 4, 8, 12, 15]], flat], K, K)
     r, t = pose_errors(np.linalg.inv(cams[0].last), np.linalg.inv(np.linalg.inv(c2w[0]) @ c2w[15]))
-    assert r < 5 and t < 30  # measured 2.2 and 14.6 deg
+    assert r < 5 and t < 30, (r, t)  # measured 2.2 and 14.6 deg
     assert np.isnan(cams[1].c2w).all()  # a flat clip: no pose, never an invented one
 
 
