@@ -362,6 +362,9 @@ def is_parallax_bundle(folder: os.PathLike | str) -> bool:
                 if entry.name in ("frames", "points", "depth"):
                     if entry.is_symlink() or not entry.is_dir() or not _only_part_files(Path(entry.path)):
                         return False
+                elif entry.name == "generated":  # pair pose: the selected generated video, a bundle itself
+                    if entry.is_symlink() or not entry.is_dir() or not is_parallax_bundle(entry.path):
+                        return False
                 elif entry.name not in BUNDLE_ENTRIES + EXPORT_ENTRIES:
                     return False
         return True

@@ -427,3 +427,19 @@ def test_reading_is_fast_for_the_largest_allowed_frame_count(tmp_path):
     per_frame = (time.perf_counter() - t0) / n
     assert per_frame * B.MAX_FRAME_COUNT < 30.0, per_frame
     assert os.path.getsize(path / "bundle.json") < B.MAX_BUNDLE_JSON_BYTES
+
+
+def test_a_pair_pose_result_with_its_generated_video_can_be_written_again(tmp_path):
+    """A pair-pose bundle holds the selected generated video as a bundle in ``generated/``:
+    Parallax wrote it, so a new result may replace it; a ``generated/`` of the user's may not be."""
+    frames = [np.full((8, 8, 3), 30 * i, np.uint8) for i in range(2)]
+    out = B.write_bundle(B.Bundle("pair_pose", 8, 8, 2, frames=frames), tmp_path / "pair")
+    B.write_bundle(B.Bundle("generate", 8, 8, 2, frames=frames), out / "generated")
+    assert B.is_parallax_bundle(out)
+    B.write_bundle(B.Bundle("pair_pose", 8, 8, 2, frames=frames), out)  # replaced, no error
+    (out / "generated").mkdir()
+    (out / "generated" / "notes.txt").write_text("mine")
+    assert not B.is_parallax_bundle(out)
+    with pytest.raises(FileExistsError):
+        B.write_bundle(B.Bundle("pair_pose", 8, 8, 2, frames=frames), out)
+    assert (out / "generated" / "notes.txt").read_text() == "mine"

@@ -74,7 +74,7 @@ def test_health_lists_only_tasks_whose_pipeline_exists(server):
     from backend.server.tasks import default_registry
 
     assert set(tasks) - {"echo"} == set(default_registry().names())
-    for name in ("reconstruct", "pair_pose"):  # no pipeline in this build: not offered at all
+    for name in ("reconstruct", "pair_pose"):  # offered only in a build with their pipelines
         if name in tasks:
             continue
         r = requests.post(server.url + "/v1/jobs", json={"task": name, "inputs": [], "params": {}},
