@@ -5,8 +5,9 @@ present.
 ``python benchmarks/reconstruct_bench.py [--frames 240] [--device cuda] [--chunk-frames 64]``
 
 A warm-up run on a short clip comes first on CUDA (kernels, cuDNN, CUDA-graph pools) and is not
-counted. Peak RSS is the process's high-water mark (rendering the clip included); peak GPU memory
-is ``torch.cuda.max_memory_allocated`` over the measured run only. Long clips show whether memory
+counted. Peak RSS is the process's high-water mark, printed before the run too (rendering the
+clip, which grows with its length, happens first); peak GPU memory is
+``torch.cuda.max_memory_allocated`` over the measured run only. Long clips show whether memory
 stays bounded: it should grow with ``--chunk-frames``, not with ``--frames``.
 """
 
@@ -55,6 +56,7 @@ def main() -> int:
         rec.reconstruct_maps(frames[:20], iterations=a.iterations)  # warm-up, not counted
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     out = rec.reconstruct_maps(frames, iterations=a.iterations, chunk_frames=a.chunk_frames)
     if dev.type == "cuda":
@@ -68,6 +70,8 @@ def main() -> int:
         "s_per_frame": round(seconds / a.frames, 4),
         "stages_s": {k: round(v, 3) for k, v in out.timings.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # the high-water mark before the run (model loaded, clip rendered): what the run itself added
+        "peak_rss_before_run_mb": round(rss_before, 1),
         "render_s": round(render_s, 2),
     }
     if dev.type == "cuda":
