@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--start", type=int, default=0, help="first frame to use")
     p.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
-    p.add_argument("--window-stride", type=int, default=4, help="frames between window starts (Geo4D: 4)")
+    p.add_argument("--window-stride", type=int, default=None,
+                   help="frames between window starts, below the window's length (default Geo4D's 4)")
     p.add_argument("--chunk-frames", type=int, default=64,
                    help="frames aligned together; longer clips are chained chunk by chunk (default 64)")
     p.add_argument("--iterations", type=int, default=500, help="Adam iterations of the joint alignment (default 500)")

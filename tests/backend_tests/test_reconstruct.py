@@ -202,6 +202,8 @@ def test_bad_input_is_refused_with_a_clear_message():
     tiny = Reconstructor(model=_tiny(), device="cpu")
     with pytest.raises(ValueError, match="window must be 2 to the model's 4"):
         tiny.reconstruct(_clip(6), window=8)
+    with pytest.raises(ValueError, match="without shared frames"):
+        tiny.reconstruct(_clip(8), window_stride=4)
 
 
 def test_short_and_static_clips_still_reconstruct():
@@ -265,6 +267,24 @@ def test_service_task_validates_params_and_runs_with_a_cached_model(tmp_path):
                           cache={("reconstruct", "cpu"): Reconstructor(model=_tiny(), device="cpu")})
     b = task.run(ctx)
     assert b.task == "reconstruct" and b.frame_count == 6 and b.source["weights"]["disparity"] == 0.0
+
+
+def test_eval_4d_scores_both_alignments_on_one_network_pass():
+    from backend.eval.fourd import FourDClip, evaluate, table
+
+    clip = make_clip(8, 32, 32, seed=2)
+    frames = _clip(8)
+    dynamic = np.zeros((8, 32, 32), bool)
+    dynamic[:, 10:20, 10:20] = True
+    c = FourDClip("analytic", frames, clip["c2w"].numpy(), clip["depth"].numpy(), dynamic)
+    res = evaluate([c], ["ours", "pointmap-only"], Reconstructor(model=_tiny(), device="cpu"), iterations=20,
+                   log=lambda s: None)
+    ours, pm = res["ours"]["rows"][0], res["pointmap-only"]["rows"][0]
+    assert "network" in ours["timings"] and "network" not in pm["timings"]  # the maps were shared
+    for row in (ours, pm):
+        assert row["error"] is None and row["translating"] and 0 <= row["dynamic_iou"] <= 1
+        assert all(math.isfinite(row[k]) for k in ("abs_rel", "delta1.25", "ATE", "RPE_T", "RPE_R", "s_per_frame"))
+    assert "| ours |" in table(res) and res["ours"]["summary"]["translating_clips"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

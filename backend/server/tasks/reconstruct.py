@@ -23,7 +23,7 @@ class ReconstructParams(BaseModel):
     start: int = Field(0, ge=0, le=1_000_000, description="first frame used")
     stride: int = Field(1, ge=1, le=100, description="use every n-th frame")
     max_frames: Optional[int] = Field(None, ge=2, le=DEFAULT_MAX_FRAMES, description="cap on frames used")
-    window_stride: int = Field(4, ge=1, le=MODEL_WINDOW,
+    window_stride: int = Field(4, ge=1, le=MODEL_WINDOW - 1,
                                description=f"frames between the starts of the model's {MODEL_WINDOW}-frame windows "
                                            "(Geo4D: 4)")
     chunk_frames: int = Field(64, ge=MODEL_WINDOW, le=1024,
