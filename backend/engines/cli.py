@@ -6,15 +6,10 @@ Prints progress, writes a result bundle (atomically), and on failure prints one 
 
 from __future__ import annotations
 
-import importlib
-import sys
-import time
-from pathlib import Path
-
 from pydantic import ValidationError
 
-from ..runtime import Cancelled
-from . import ENGINES, EngineError, get_spec
+from ..cli_bundle import run_to_bundle
+from . import ENGINES, get_spec
 
 
 def add_arguments(parser) -> None:
@@ -51,57 +46,18 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ..bundle import check_replaceable, check_zip_replaceable, write_bundle, zip_bundle
-
-    try:
-        # An --out that write_bundle would refuse (a folder of other files) is refused now,
-        # not after the solve: Parallax replaces only folders it wrote.
-        check_replaceable(args.out)
-        if args.zip:
-            check_zip_replaceable(Path(args.out).with_name(Path(args.out).name + ".zip"))
+    def work(progress):
         spec = get_spec(args.engine)
         selection, options = _options(args, spec.options)
-        if args.quiet:
-            _quiet_libraries()
-        engine = spec.build()
-        t0 = time.perf_counter()
-        bundle = engine.solve(args.source, progress=None if args.quiet else _printer(), **selection, **options)
-        out = write_bundle(bundle, args.out)
-        if args.zip:
-            zip_bundle(out, out.with_name(out.name + ".zip"))
-    except Cancelled:
-        print("error: cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("\nerror: interrupted", file=sys.stderr)
-        return 130
-    except (EngineError, ValueError, OSError) as e:  # VideoError is a ValueError
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    print(summary(bundle, time.perf_counter() - t0))
-    print(f"wrote {out}")
-    return 0
+        return spec.build().solve(args.source, progress=progress, **selection, **options)
+
+    return run_to_bundle(args, work, summary)
 
 
 def summary(bundle, seconds: float) -> str:
     """The bundle's own summary (the counts bundle.json holds), with the wall time."""
     lines = bundle.summary()
     return "\n".join([f"{lines[0]} ({bundle.model_id}) in {seconds:.1f} s", *lines[1:]])
-
-
-def _quiet_libraries() -> None:
-    """--quiet also silences the libraries' own progress bars (checkpoint loading)."""
-    import importlib.util
-
-    for name in ("diffusers", "transformers"):
-        if importlib.util.find_spec(name) is not None:
-            logging = importlib.import_module(f"{name}.utils.logging")
-            logging.disable_progress_bar()
-            logging.set_verbosity_error()
-    if importlib.util.find_spec("huggingface_hub") is not None:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
 
 
 def _options(args, options_model) -> tuple[dict, dict]:
@@ -130,20 +86,3 @@ def _options(args, options_model) -> tuple[dict, dict]:
         raise ValueError("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: "
                                    f"{str(err['msg']).removeprefix('Value error, ')}" for err in e.errors())) from None
     return selection, typed.model_dump(exclude_unset=True)
-
-
-def _printer():
-    last = {"stage": None, "pct": -1}
-
-    def progress(fraction: float, stage: str):
-        pct = int(fraction * 100)
-        if stage != last["stage"] or pct >= last["pct"] + 5:  # a line per stage and per 5 %
-            print(f"[{pct:3d}%] {stage}", flush=True)
-            last.update(stage=stage, pct=pct)
-
-    return progress
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__

@@ -7,9 +7,6 @@ cancelled or interrupted).
 
 from __future__ import annotations
 
-import sys
-import time
-
 
 def add_arguments(p) -> None:
     p.add_argument("source", help="a video file, a folder of images, or one image file")
@@ -32,34 +29,18 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from ..bundle import write_bundle, zip_bundle
-    from ..engines.cli import _one_line, _printer
+    from ..cli_bundle import run_to_bundle
     from ..geometry.align4d import POINTMAP_ONLY, ModalityWeights
-    from ..runtime import Cancelled
     from .reconstruct import Reconstructor
 
-    t0 = time.perf_counter()
-    try:
+    def work(progress):
         rec = Reconstructor(model_path=args.model, device=args.device)
-        bundle = rec.reconstruct(args.source, progress=None if args.quiet else _printer(), start=args.start,
-                                 stride=args.stride, max_frames=args.max_frames, window_stride=args.window_stride,
-                                 chunk_frames=args.chunk_frames, iterations=args.iterations, fps=args.fps,
-                                 weights=POINTMAP_ONLY if args.pointmaps_only else ModalityWeights())
-        out = write_bundle(bundle, args.out)
-        if args.zip:
-            zip_bundle(out, out.with_name(out.name + ".zip"))
-    except Cancelled:
-        print("error: cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("\nerror: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as e:  # VideoError is a ValueError
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    print(summary(bundle, time.perf_counter() - t0))
-    print(f"wrote {out}")
-    return 0
+        return rec.reconstruct(args.source, progress=progress, start=args.start, stride=args.stride,
+                               max_frames=args.max_frames, window_stride=args.window_stride,
+                               chunk_frames=args.chunk_frames, iterations=args.iterations, fps=args.fps,
+                               weights=POINTMAP_ONLY if args.pointmaps_only else ModalityWeights())
+
+    return run_to_bundle(args, work, summary)
 
 
 def summary(bundle, seconds: float) -> str:
