@@ -8,7 +8,14 @@ A bundle is a directory (zipped for transfer)::
     frames/        video frames, PNG, %06d.png (frame index, from 0)
     video.mp4      optional encoded video
     cameras.json   {"convention": "opencv_c2w", "width", "height", "frames": [
-                     {"index", "c2w": 4x4 rows or null when not solved, "fx", "fy", "cx", "cy"}]}
+                     {"index", "c2w": 4x4 rows or null when not solved, "fx", "fy", "cx", "cy",
+                      optional "dist": [k1, k2, p1, p2] or [k1, k2, p1, p2, k3]}]}
+                   "dist" is the lens distortion of the frames as shot, in OpenCV's model
+                   (``cv2.undistort(frame, K, dist)``); the camera is then the pinhole part,
+                   which matches the undistorted frames. Absent: the frames are pinhole.
+    undistorted/   optional, with "dist": the frames undistorted to the pinhole K, %06d.png
+    plots/         optional PNG figures the engine drew of its result (name.png, e.g. the
+                   per-frame solve quality), for the panel and the user
     points/        per frame %06d.npz: xyz float32 (N,3) world, rgb uint8 (N,3), conf float16 (N,),
                    optional dynamic bool (N,): the point moves in the world (4D reconstructions);
                    optional track int64 (N,) and uv float32 (N,2): the structure-from-motion point
@@ -60,7 +67,7 @@ SUPPORTED_VERSIONS = (1,)
 TASKS = ("ground_truth", "solve", "generate", "reconstruct", "pair_pose")
 FRAME_NAME = "{:06d}.png"
 ARRAY_NAME = "{:06d}.npz"
-PART_KEYS = ("frames", "video", "cameras", "points", "depth")
+PART_KEYS = ("frames", "video", "cameras", "points", "depth", "undistorted", "plots")
 
 # Limits of what a bundle may hold. They bound the reader's memory and time before it
 # allocates anything; the writer refuses the same, so whatever Parallax writes it can read.
@@ -83,9 +90,13 @@ EXTRACTION_MARKER = ".parallax-extracted"
 # What a folder may hold and still be "a Parallax bundle" that write_bundle may replace: the
 # parts, the extraction marker, and the exports `python -m backend export` writes inside it
 # by default (backend.exports.EXPORTERS, checked by a test).
-BUNDLE_ENTRIES = ("bundle.json", "cameras.json", "video.mp4", "frames", "points", "depth", EXTRACTION_MARKER)
+BUNDLE_ENTRIES = ("bundle.json", "cameras.json", "video.mp4", "frames", "points", "depth", "undistorted", "plots",
+                  EXTRACTION_MARKER)
+MAX_PLOTS = 16
+MAX_DIST = 100.0  # |coefficient|: real lenses are below ~2; larger is a failed estimate, not a lens
 EXPORT_ENTRIES = ("colmap", "transforms.json", "trajectory.tum", "points.ply")
 _PART_FILE = re.compile(r"\d{6}\.(png|npz)")
+_PLOT_FILE = re.compile(r"[a-z0-9_]{1,40}\.png")
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
@@ -107,6 +118,7 @@ class CameraFrame:
     fy: float
     cx: float
     cy: float
+    dist: Optional[tuple] = None  # OpenCV (k1, k2, p1, p2[, k3]) of the frames as shot; None: pinhole
 
     @property
     def K(self) -> np.ndarray:
@@ -151,6 +163,8 @@ class Bundle:
     cameras: Optional[list] = None  # list[CameraFrame]
     points: Optional[list] = None  # list[PointFrame]
     depth: Optional[list] = None  # list[DepthFrame]
+    undistorted: Optional[list] = None  # like frames: the frames undistorted (with cameras' dist)
+    plots: Optional[dict] = None  # name -> PNG bytes, or Path after reading
     path: Optional[Path] = None  # where it was read from (resolved)
     # What identifies this bundle wherever it is copied or extracted: the uuid write_bundle
     # puts in bundle.json ("path:<resolved folder>" for bundles written before it did).
@@ -288,16 +302,27 @@ def write_bundle(bundle: Bundle, out_dir: os.PathLike | str, overwrite: bool = T
 
 
 def _write_parts(b: Bundle, root: Path) -> dict:
-    parts: dict[str, Optional[str]] = {"frames": None, "video": None, "cameras": None, "points": None, "depth": None}
-    if b.frames is not None:
-        (root / "frames").mkdir()
-        for i, frame in enumerate(b.frames):
-            dst = root / "frames" / FRAME_NAME.format(i)
+    parts: dict[str, Optional[str]] = {k: None for k in PART_KEYS}
+    for key in ("frames", "undistorted"):
+        if getattr(b, key) is None:
+            continue
+        (root / key).mkdir()
+        for i, frame in enumerate(getattr(b, key)):
+            dst = root / key / FRAME_NAME.format(i)
             if isinstance(frame, (str, os.PathLike)):
                 shutil.copyfile(frame, dst)
             else:
                 dst.write_bytes(encode_png(frame))
-        parts["frames"] = "frames"
+        parts[key] = key
+    if b.plots:
+        (root / "plots").mkdir()
+        for name, png in b.plots.items():
+            dst = root / "plots" / f"{name}.png"
+            if isinstance(png, (str, os.PathLike)):
+                shutil.copyfile(png, dst)
+            else:
+                dst.write_bytes(png)
+        parts["plots"] = "plots"
     if b.video is not None:
         shutil.copyfile(b.video, root / "video.mp4")
         parts["video"] = "video.mp4"
@@ -310,6 +335,7 @@ def _write_parts(b: Bundle, root: Path) -> dict:
                 "index": int(c.index),
                 "c2w": None if c.c2w is None else np.asarray(c.c2w, dtype=np.float64).tolist(),
                 "fx": float(c.fx), "fy": float(c.fy), "cx": float(c.cx), "cy": float(c.cy),
+                **({} if c.dist is None else {"dist": [float(v) for v in c.dist]}),
             } for c in b.cameras],
         })
         parts["cameras"] = "cameras.json"
@@ -359,8 +385,11 @@ def is_parallax_bundle(folder: os.PathLike | str) -> bool:
             return False
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name in ("frames", "points", "depth"):
+                if entry.name in ("frames", "points", "depth", "undistorted"):
                     if entry.is_symlink() or not entry.is_dir() or not _only_part_files(Path(entry.path)):
+                        return False
+                elif entry.name == "plots":
+                    if entry.is_symlink() or not entry.is_dir() or not _only_part_files(Path(entry.path), _PLOT_FILE):
                         return False
                 elif entry.name == "generated":  # pair pose: the selected generated video, a bundle itself
                     if entry.is_symlink() or not entry.is_dir() or not is_parallax_bundle(entry.path):
@@ -372,10 +401,10 @@ def is_parallax_bundle(folder: os.PathLike | str) -> bool:
         return False
 
 
-def _only_part_files(folder: Path) -> bool:
+def _only_part_files(folder: Path, names: re.Pattern = _PART_FILE) -> bool:
     with os.scandir(folder) as entries:
         for k, entry in enumerate(entries):
-            if k > MAX_FRAME_COUNT or not _PART_FILE.fullmatch(entry.name) or entry.is_dir(follow_symlinks=False):
+            if k > MAX_FRAME_COUNT or not names.fullmatch(entry.name) or entry.is_dir(follow_symlinks=False):
                 return False
     return True
 
@@ -441,19 +470,31 @@ def _check_in_memory(b: Bundle) -> None:
     if b.task not in TASKS:
         raise BundleError(where, f"task {b.task!r} is not one of {TASKS}")
     _check_sizes(where, b.width, b.height, b.frame_count, b.fps)
-    for name in ("frames", "cameras", "points", "depth"):
+    for name in ("frames", "cameras", "points", "depth", "undistorted"):
         part = getattr(b, name)
         if part is not None and len(part) != b.frame_count:
             raise BundleError(where, f"{name} has {len(part)} items for frame_count {b.frame_count}")
-    for i, frame in enumerate(b.frames or []):
-        if isinstance(frame, (str, os.PathLike)):
-            size = png_size(Path(frame))
-            if size != (b.width, b.height):
-                raise BundleError(frame, f"frame {i} is {size[0]}x{size[1]}, the bundle is {b.width}x{b.height}")
-        else:
-            shape = np.shape(frame)
-            if len(shape) != 3 or shape[:2] != (b.height, b.width) or shape[2] not in (3, 4):
-                raise BundleError(where, f"frames[{i}] has shape {shape}, expected ({b.height}, {b.width}, 3|4)")
+    for key in ("frames", "undistorted"):
+        for i, frame in enumerate(getattr(b, key) or []):
+            if isinstance(frame, (str, os.PathLike)):
+                size = png_size(Path(frame))
+                if size != (b.width, b.height):
+                    raise BundleError(frame, f"{key} {i} is {size[0]}x{size[1]}, the bundle is {b.width}x{b.height}")
+            else:
+                shape = np.shape(frame)
+                if len(shape) != 3 or shape[:2] != (b.height, b.width) or shape[2] not in (3, 4):
+                    raise BundleError(where, f"{key}[{i}] has shape {shape}, expected ({b.height}, {b.width}, 3|4)")
+    if b.undistorted is not None and not any(c.dist is not None for c in b.cameras or []):
+        raise BundleError(where, "undistorted frames need cameras with a distortion ('dist')")
+    if b.plots is not None:
+        if len(b.plots) > MAX_PLOTS:
+            raise BundleError(where, f"{len(b.plots)} plots, at most {MAX_PLOTS}")
+        for name, png in b.plots.items():
+            if not (isinstance(name, str) and _PLOT_FILE.fullmatch(f"{name}.png")):
+                raise BundleError(where, f"plot name {_short(name)} must be 1-40 of a-z, 0-9, _")
+            head = Path(png).read_bytes()[:8] if isinstance(png, (str, os.PathLike)) else bytes(png[:8])
+            if head != b"\x89PNG\r\n\x1a\n":
+                raise BundleError(where, f"plot {name!r} is not a PNG")
     for i, c in enumerate(b.cameras or []):
         if c.index != i:
             raise BundleError(where, f"cameras[{i}].index is {c.index}")
@@ -548,6 +589,10 @@ def _read_dir(path: Path, load_points: bool, load_depth: bool) -> Bundle:
     where = {k: _part(root, parts, k, meta_path) for k in PART_KEYS}
     if where["frames"]:
         b.frames = _read_frames(root, where["frames"], n, w, h)
+    if where["undistorted"]:
+        b.undistorted = _read_frames(root, where["undistorted"], n, w, h)
+    if where["plots"]:
+        b.plots = _read_plots(_folder(root, where["plots"]))
     if where["video"]:
         b.video = root / where["video"]
         if not b.video.is_file():
@@ -710,6 +755,20 @@ def _read_frames(root: Path, rel: str, n: int, w: int, h: int) -> list[Path]:
     return files
 
 
+def _read_plots(folder: Path) -> dict:
+    """name -> path of each figure; only small PNG files with plain names."""
+    files = sorted(folder.iterdir())
+    if len(files) > MAX_PLOTS:
+        raise BundleError(folder, f"{len(files)} files, a bundle holds at most {MAX_PLOTS} plots")
+    plots = {}
+    for f in files:
+        if not _PLOT_FILE.fullmatch(f.name) or f.is_symlink() or not f.is_file():
+            raise BundleError(f, "plots/ may only hold PNG files named like quality.png")
+        png_size(f)  # a PNG header, or BundleError
+        plots[f.stem] = f
+    return plots
+
+
 def _read_cameras(path: Path, n: int, w: int, h: int) -> list[CameraFrame]:
     obj = _read_json(path, CAMERAS_JSON_BYTES[0] + CAMERAS_JSON_BYTES[1] * n)
     if obj.get("convention") != "opencv_c2w":
@@ -733,7 +792,12 @@ def _read_cameras(path: Path, n: int, w: int, h: int) -> list[CameraFrame]:
         c2w = fr.get("c2w")
         if c2w is not None:
             c2w = _matrix4(c2w, path, f"{where}.c2w")
-        cam = CameraFrame(index=i, c2w=c2w, **vals)
+        dist = fr.get("dist")
+        if dist is not None:
+            if not (isinstance(dist, list) and len(dist) in (4, 5)):
+                raise BundleError(path, f"{where}.dist must be [k1, k2, p1, p2] or [k1, k2, p1, p2, k3]")
+            dist = tuple(_number(v, path, f"{where}.dist[{k}]") for k, v in enumerate(dist))
+        cam = CameraFrame(index=i, c2w=c2w, dist=dist, **vals)
         _check_camera(cam, path, i)
         cams.append(cam)
     return cams
@@ -765,6 +829,10 @@ def _check_camera(cam: CameraFrame, path, i: int) -> None:
             raise BundleError(path, f"{where}.{k} is not a finite number (float32)")
     if cam.fx <= 0 or cam.fy <= 0:
         raise BundleError(path, f"{where} focal lengths must be positive")
+    if cam.dist is not None:
+        d = np.asarray(cam.dist, dtype=np.float64) if len(cam.dist) in (4, 5) else None
+        if d is None or not (np.all(np.isfinite(d)) and np.abs(d).max() <= MAX_DIST):
+            raise BundleError(path, f"{where}.dist must be 4 or 5 finite coefficients of at most {MAX_DIST:g}")
     if cam.c2w is None:
         return
     c2w = np.asarray(cam.c2w)

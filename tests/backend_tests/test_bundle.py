@@ -277,3 +277,53 @@ def test_colmap_export_keeps_shared_cameras_unique_points_and_tracks_for_bundle_
     assert before < 1e-3  # the observations are the exact projections
     pycolmap.bundle_adjustment(rec)
     assert rec.compute_mean_reprojection_error() < 1e-3
+
+
+def test_distortion_undistorted_frames_and_plots_round_trip(tmp_path):
+    b = make_bundle(frames=3)
+    for c in b.cameras:
+        c.dist = (-0.12, 0.03, 0.001, -0.0005)
+    b.undistorted = [np.full_like(f, 7) for f in b.frames]
+    b.plots = {"quality": B.encode_png(np.zeros((4, 5, 3), np.uint8))}
+    out = write_bundle(b, tmp_path / "b")
+    assert B.is_parallax_bundle(out)
+    back = read_bundle(out)
+    assert [c.dist for c in back.cameras] == [(-0.12, 0.03, 0.001, -0.0005)] * 3
+    assert len(back.undistorted) == 3 and B.png_size(back.undistorted[0]) == (b.width, b.height)
+    assert set(back.plots) == {"quality"} and B.png_size(back.plots["quality"]) == (5, 4)
+    again = write_bundle(back, tmp_path / "c")  # a read bundle writes again (paths, not arrays)
+    assert read_bundle(again).plots["quality"].read_bytes() == back.plots["quality"].read_bytes()
+
+
+def test_bad_distortion_and_plots_are_refused(tmp_path):
+    b = make_bundle(frames=2)
+    b.cameras[0].dist = (0.1, float("nan"), 0, 0)
+    with pytest.raises(B.BundleError, match=r"frames\[0\]\.dist"):
+        write_bundle(b, tmp_path / "nan")
+    b.cameras[0].dist = None
+    b.undistorted = list(b.frames)
+    with pytest.raises(B.BundleError, match="undistorted frames need"):
+        write_bundle(b, tmp_path / "nodist")
+    b.undistorted, b.plots = None, {"../evil": b"\x89PNG\r\n\x1a\n"}
+    with pytest.raises(B.BundleError, match="plot name"):
+        write_bundle(b, tmp_path / "name")
+    b.plots = None
+    out = write_bundle(b, tmp_path / "ok")
+    cams = json.loads((out / "cameras.json").read_text())
+    cams["frames"][1]["dist"] = [0.1, 0.2]
+    (out / "cameras.json").write_text(json.dumps(cams))
+    with pytest.raises(B.BundleError, match=r"frames\[1\]\.dist must be"):
+        read_bundle(out)
+    cams["frames"][1]["dist"] = [1e9, 0, 0, 0]
+    (out / "cameras.json").write_text(json.dumps(cams))
+    with pytest.raises(B.BundleError, match=r"frames\[1\]\.dist must be 4 or 5 finite"):
+        read_bundle(out)
+    (out / "plots").mkdir()
+    (out / "plots" / "x.png").write_text("not a png")
+    meta = json.loads((out / "bundle.json").read_text())
+    meta["parts"]["plots"] = "plots"
+    cams["frames"][1]["dist"] = [0.1, 0, 0, 0]
+    (out / "cameras.json").write_text(json.dumps(cams))
+    (out / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(B.BundleError, match="not a PNG"):
+        read_bundle(out)
