@@ -8,6 +8,8 @@
     {'solve': True, 'generate': False, ...}
     >>> px.solve("/footage/clip.mp4", wait=False)   # returns at once; progress in the panel
     >>> coll = px.reconstruct("/footage/street.mp4", stride=2)   # a dynamic scene, moving points flagged
+    >>> coll = px.pair_pose("/set/a.jpg", "/set/b.jpg", scale=3.2)   # B's camera from A's, 3.2 m apart
+    >>> coll["parallax_pair"]["reliability"]   # "high", "medium" or "low"; also d_total, agreement
     >>> px.cancel()
 
 Every call uses the backend set in the add-on's preferences (started on first use). Blocking
@@ -23,8 +25,9 @@ import bpy
 
 from . import backend_link, client
 from .operators import jobs
+from .operators import pair_pose as pair_operator
 
-__all__ = ["solve", "generate", "reconstruct", "cancel", "tasks", "release_memory", "stop_backend"]
+__all__ = ["solve", "generate", "reconstruct", "pair_pose", "cancel", "tasks", "release_memory", "stop_backend"]
 
 
 def _run(task: str, inputs, params: dict, wait: bool) -> Optional[bpy.types.Collection]:
@@ -65,6 +68,31 @@ def reconstruct(source: str, *, start: int = 0, stride: int = 1, max_frames: Opt
     """
     params = jobs.reconstruct_params(start, stride, max_frames, window_stride, **params)
     return _run("reconstruct", jobs.clip_inputs(source, doing="reconstructing"), params, wait)
+
+
+def pair_pose(image_a: str, image_b: str, *, videos: int = 4, frames: int = 16, steps: int = 25, subsets: int = 10,
+              estimator: str = "unified", generator: str = "unified", scale: Optional[float] = None,
+              intrinsics=None, wait: bool = True, **params) -> Optional[bpy.types.Collection]:
+    """Find where photo ``image_b`` was taken from relative to ``image_a`` (InterPose: generated
+    in-between videos, the most self-consistent answer) and import both cameras, their photos
+    and the generated fly-through. The collection's ``parallax_pair`` holds the reliability
+    grade, ``d_total``, ``agreement``, the rotation and the baseline; ``["notes"]`` what to know
+    (identical images: the identity; images of different sizes: answered on centred squares).
+
+    ``videos`` 0..32 (0: the two photos alone), ``frames`` 3..16 per video, ``steps`` 1..100,
+    ``subsets`` 1..64 per video; ``estimator``: "unified" or "colmap"; ``generator``: "unified" or
+    a first-last-frame model's catalogue id or folder (as the backend offers); ``scale``: the known
+    distance between the two cameras (sets the scene's pair Scale; the result's baseline is
+    1 without one); ``intrinsics``: fx, fy, cx, cy of both photos in pixels (default: estimated);
+    ``params``: any further parameter of the backend's pair_pose task (``seed``, ``k``, ``guidance``).
+    """
+    inputs = pair_operator.pair_inputs(image_a, image_b)
+    if intrinsics is not None:
+        params["intrinsics"] = [float(x) for x in intrinsics]
+    params = pair_operator.pair_params(videos, frames, steps, subsets, estimator, generator, **params)
+    if scale is not None:
+        bpy.context.scene.parallax.pair_scale = scale  # the import reads it, now or when the job ends
+    return _run("pair_pose", inputs, params, wait)
 
 
 def generate(prompt: str, frames: int = 16, seed: int = 0, *, steps: int = 25, guidance: float = 5.0,

@@ -57,6 +57,11 @@ def _eval():
     return cli
 
 
+def _models():
+    from .hub import cli
+    return cli
+
+
 # name -> (loader of the command's module, one-line help)
 COMMANDS = {
     "synth": (_synth, "render synthetic ground-truth clips as result bundles"),
@@ -69,6 +74,7 @@ COMMANDS = {
     "serve": (_serve, "run the HTTP service the Blender add-on talks to"),
     "train": (_train, "train the unified model"),
     "eval": (_eval, "evaluate engines on held-out data"),
+    "models": (_models, "hub models: list, info, download (resumable), remove"),
 }
 
 

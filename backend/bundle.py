@@ -193,8 +193,14 @@ class Bundle:
             quality.append(f"reprojection error {s['mean_reprojection_error_px']:.2f} px")
         if isinstance(s.get("confidence"), (int, float)):
             quality.append(f"mean confidence {s['confidence']:.2f}")
+        auto = s.get("auto")
+        if isinstance(auto, dict) and isinstance(auto.get("score"), (int, float)):
+            quality.append(f"auto consistency {auto['score']:.2f}")
         if quality:
             lines.append(", ".join(quality))
+        lens = src.get("lens")
+        if isinstance(lens, dict) and isinstance(lens.get("summary"), str):
+            lines.append(lens["summary"][:MAX_TEXT])
         where = src.get("input")
         lines.append(f"{self.engine or self.task}, {self.fps:g} fps" + (f", from {Path(str(where)).name}" if where else ""))
         unsolved = src.get("unregistered_frames") or [c.index for c in self.cameras or [] if c.c2w is None]

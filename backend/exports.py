@@ -1,11 +1,16 @@
 """Exports of a result bundle to other tools' formats (numpy and stdlib only).
 
-- COLMAP text model (cameras.txt, images.txt, points3D.txt): PINHOLE cameras, world-to-camera
-  poses as qw qx qy qz tx ty tz. COLMAP puts the centre of the top-left pixel at (0.5, 0.5),
-  one half pixel from ours, so principal points shift by +0.5.
+- COLMAP text model (cameras.txt, images.txt, points3D.txt): PINHOLE cameras, or OPENCV ones
+  (fx fy cx cy k1 k2 p1 p2; FULL_OPENCV with a k3) when the cameras carry a lens distortion,
+  world-to-camera poses as qw qx qy qz tx ty tz. COLMAP puts the centre of the top-left pixel
+  at (0.5, 0.5), one half pixel from ours, so principal points shift by +0.5 (the distortion
+  coefficients act on normalised coordinates and do not change). The images are the frames as
+  shot, which is what a distorted camera model describes.
 - nerfstudio ``transforms.json``: OpenGL camera axes (x right, y up, z back) camera-to-world,
   per-frame intrinsics, pixel centres at +0.5 like COLMAP (nerfstudio casts rays through
-  pixel index + 0.5).
+  pixel index + 0.5); camera_model OPENCV with the clip's k1, k2, p1, p2 (and k3) at the top
+  level, where nerfstudio's dataparser reads one distortion for all frames (per frame when the
+  frames' distortions differ).
 - TUM trajectory: ``timestamp tx ty tz qx qy qz qw`` of camera-to-world, one frame a line.
 - PLY: binary little-endian vertices with float xyz, uchar rgb and float confidence.
 
@@ -42,11 +47,10 @@ def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cams = _solved(bundle)
-    intrinsics = {}  # (fx, fy, cx, cy) -> camera id
+    intrinsics = {}  # (fx, fy, cx, cy, dist) -> camera id
     for c in cams:
-        intrinsics.setdefault((c.fx, c.fy, c.cx, c.cy), len(intrinsics) + 1)
-    cam_lines = [f"{cid} PINHOLE {bundle.width} {bundle.height} {fx:.10g} {fy:.10g} {cx + 0.5:.10g} {cy + 0.5:.10g}"
-                 for (fx, fy, cx, cy), cid in intrinsics.items()]
+        intrinsics.setdefault(_camera_key(c), len(intrinsics) + 1)
+    cam_lines = [f"{cid} {_colmap_camera(bundle.width, bundle.height, *key)}" for key, cid in intrinsics.items()]
     tracked = bool(bundle.points) and all(p.track is not None for p in bundle.points)
     observations = _observations(bundle, cams) if tracked else {}
     img_lines = []
@@ -55,7 +59,7 @@ def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000
         q = rotation_to_quaternion(w2c[:3, :3])
         t = w2c[:3, 3]
         img_lines.append(f"{image_id} {q[0]:.12g} {q[1]:.12g} {q[2]:.12g} {q[3]:.12g} {t[0]:.12g} {t[1]:.12g} "
-                         f"{t[2]:.12g} {intrinsics[(c.fx, c.fy, c.cx, c.cy)]} {_frame_name(bundle, c.index)}")
+                         f"{t[2]:.12g} {intrinsics[_camera_key(c)]} {_frame_name(bundle, c.index)}")
         # COLMAP puts pixel centres at +0.5
         img_lines.append(" ".join(f"{u + 0.5:.6g} {v + 0.5:.6g} {pid}" for u, v, pid in observations.get(image_id, [])))
     (out / "cameras.txt").write_text(
@@ -76,6 +80,24 @@ def export_colmap(bundle: Bundle, out_dir: str | Path, max_points: int = 200_000
         "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
         f"# Number of points: {len(lines)}\n" + "\n".join(lines) + ("\n" if lines else ""))
     return out
+
+
+def _camera_key(c) -> tuple:
+    return (c.fx, c.fy, c.cx, c.cy, tuple(float(v) for v in c.dist) if c.dist is not None else None)
+
+
+def _colmap_camera(width: int, height: int, fx, fy, cx, cy, dist) -> str:
+    """``MODEL WIDTH HEIGHT PARAMS`` of one camera in COLMAP's text format (pixel centres +0.5)."""
+    params = [fx, fy, cx + 0.5, cy + 0.5]
+    if dist is None:
+        model = "PINHOLE"
+    elif len(dist) == 4:
+        model = "OPENCV"  # fx fy cx cy k1 k2 p1 p2: OpenCV's model, as the bundle's dist
+        params += list(dist)
+    else:
+        model = "FULL_OPENCV"  # ... k1 k2 p1 p2 k3 k4 k5 k6: the rational terms k4-k6 are 0
+        params += list(dist) + [0.0, 0.0, 0.0]
+    return f"{model} {width} {height} " + " ".join(f"{v:.10g}" for v in params)
 
 
 def _observations(bundle: Bundle, cams) -> dict:
@@ -114,8 +136,11 @@ def export_nerfstudio(bundle: Bundle, path: str | Path) -> Path:
     """nerfstudio ``transforms.json``; image paths are relative to the file, wherever it is
     written (nerfstudio resolves them against the file's folder)."""
     path = Path(path)
+    cams = _solved(bundle)
+    dists = {tuple(c.dist) if c.dist is not None else (0.0, 0.0, 0.0, 0.0) for c in cams}
+    shared = dists.pop() if len(dists) == 1 else None  # one lens for the clip (what the engines give)
     frames = []
-    for c in _solved(bundle):
+    for c in cams:
         c2w_gl = np.asarray(c.c2w, np.float64) @ OPENCV_TO_OPENGL
         name = _frame_name(bundle, c.index)
         if bundle.path is not None:  # a bundle read from disk: point at its frames from wherever this is
@@ -123,11 +148,23 @@ def export_nerfstudio(bundle: Bundle, path: str | Path) -> Path:
         frames.append({"file_path": name,
                        "transform_matrix": c2w_gl.tolist(),
                        "fl_x": c.fx, "fl_y": c.fy, "cx": c.cx + 0.5, "cy": c.cy + 0.5,
-                       "w": bundle.width, "h": bundle.height})
+                       "w": bundle.width, "h": bundle.height,
+                       **({} if shared is not None else _nerfstudio_dist(c.dist))})
+    # nerfstudio takes the distortion from the top level when any of k1..k4, p1, p2 is there,
+    # and from each frame otherwise
     doc = {"camera_model": "OPENCV", "w": bundle.width, "h": bundle.height,
-           "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames}
+           **(_nerfstudio_dist(shared) if shared is not None else {}), "frames": frames}
     path.write_text(json.dumps(doc, indent=1))
     return path
+
+
+def _nerfstudio_dist(dist) -> dict:
+    """nerfstudio's distortion keys of OpenCV coefficients (k1, k2, p1, p2[, k3]); None: none."""
+    d = [float(v) for v in dist] if dist is not None else [0.0] * 4
+    out = {"k1": d[0], "k2": d[1], "p1": d[2], "p2": d[3]}
+    if len(d) > 4:
+        out["k3"] = d[4]
+    return out
 
 
 def export_tum(bundle: Bundle, path: str | Path) -> Path:

@@ -160,6 +160,32 @@ class Client:
         """``POST /v1/release``: free loaded models and cached GPU memory."""
         return self._request("POST", "/v1/release")
 
+    # -- models (hub catalogue, downloads into the backend's cache) ----------------------
+
+    def models(self) -> dict:
+        """``GET /v1/models``: the catalogue with installed, sizes, VRAM, fits, licence flags,
+        and the running download."""
+        return self._request("GET", "/v1/models")
+
+    def download_model(self, model_id: str, accept_licence: bool = False) -> dict:
+        """``POST /v1/models/{id}/download``: start a download job (progress, cancel, resume)."""
+        job = self._request("POST", f"/v1/models/{_model_id(model_id)}/download",
+                            json={"accept_licence": bool(accept_licence)})
+        check_name(job.get("id") if isinstance(job, dict) else None, "download id")
+        return job
+
+    def model_download(self, job_id: str) -> dict:
+        """``GET /v1/models/downloads/{id}``: state, progress, bytes_done, bytes_total, stage."""
+        return self._request("GET", f"/v1/models/downloads/{check_name(job_id, 'download id')}")
+
+    def cancel_model_download(self, job_id: str) -> dict:
+        """``DELETE /v1/models/downloads/{id}``: cancel (the partial files stay, to resume)."""
+        return self._request("DELETE", f"/v1/models/downloads/{check_name(job_id, 'download id')}")
+
+    def remove_model(self, model_id: str) -> dict:
+        """``DELETE /v1/models/{id}``: remove the model's files from the backend's cache."""
+        return self._request("DELETE", f"/v1/models/{_model_id(model_id)}")
+
     def download_bundle(self, job_id: str, out_dir: os.PathLike | str,
                         max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
         """``GET /v1/jobs/{id}/bundle``, unzipped into ``out_dir`` and validated.
@@ -233,6 +259,13 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:.0f} s")
             time.sleep(poll_s)
             job = self.job(job_id)
+
+
+def _model_id(model_id) -> str:
+    """A catalogue id goes into a URL: lower-case letters, digits, '.', '_', '-' only."""
+    if not isinstance(model_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", model_id):
+        raise RequestRejected(400, f"{model_id!r} is not a model id (lower-case letters, digits, '.', '_', '-')")
+    return model_id
 
 
 def _too_large(job_id: str, size: int, limit: int, max_bytes: int) -> str:

@@ -23,8 +23,11 @@ import numpy as np
 
 from ..backend.bundle import ARRAY_NAME, FLOAT32_MAX, Bundle, BundleError, read_bundle
 from . import camera as camera_importer
+from . import lens as lens_importer
+from . import path as path_importer
 from . import plate as plate_importer
 from . import points as points_importer
+from . import quality
 from .conventions import (blender_intrinsics, camera_pose_blender, floor_alignment, transform_points,
                           world_transform)
 from .options import ImportOptions
@@ -53,6 +56,9 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     t0 = time.perf_counter()
     source = Path(path)
     bundle = read_bundle(source, load_depth=False)
+    if bundle.task == "pair_pose":  # two photos' cameras and the generated fly-through
+        from .pair import import_pair
+        return import_pair(context, source, bundle, options)
     plan = _plan(bundle, options)  # raises BundleError: nothing has changed yet
     scene = context.scene
     name = collection_name(source if source.is_file() else bundle.path)
@@ -74,8 +80,11 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
         raise
     if earlier:
         bpy.data.batch_remove(earlier)
-    coll["parallax_warnings"] = _warnings(bundle)
-    coll["parallax_summary"] = bundle.summary()  # the panel shows the result's quality from it
+    coll["parallax_warnings"] = _warnings(bundle, options)
+    # The panel shows the result's quality from these (see quality.py).
+    coll["parallax_summary"] = quality.summary_lines(bundle, FRAME_START)
+    coll["parallax_unsolved_frames"] = quality.unsolved_frames(bundle, FRAME_START)
+    coll["parallax_imported_at"] = time.time()  # the panel shows the latest import's quality
     coll["parallax_import_seconds"] = time.perf_counter() - t0
     return coll
 
@@ -201,11 +210,30 @@ def _build(scene, bundle: Bundle, options: ImportOptions, plan: _Plan, name: str
             scene.camera = cam
 
     if bundle.frames and cam is not None:
-        image = plate_importer.load_sequence(f"{name} Plate", str(bundle.frames[0]))
+        # With a lens distortion, the pinhole camera matches the undistorted frames only.
+        plate_frames = bundle.undistorted or bundle.frames
+        image = plate_importer.load_sequence(f"{name} Plate", str(plate_frames[0]))
         if options.import_plate:
             plate_importer.create_plate(f"{name} Plate", bundle, image, cam, FRAME_START, plan.plate_distance, coll)
         if options.camera_background:
             plate_importer.add_camera_background(cam, image, bundle.frame_count, FRAME_START)
+
+    lens_cam = _lens_camera(bundle)
+    if options.movie_clip and bundle.frames and lens_cam is not None:
+        lens = lens_importer.clip_lens(lens_cam.fx, lens_cam.fy, lens_cam.cx, lens_cam.cy, lens_cam.dist,
+                                       bundle.width, bundle.height)
+        clip = lens_importer.load_movie_clip(f"{name} Footage", str(bundle.frames[0]), lens, FRAME_START)
+        coll["parallax_movie_clip"] = clip.name
+        coll["parallax_redistort_group"] = lens_importer.redistort_node_group(f"{name} Redistort", clip).name
+        if options.set_scene:
+            scene.active_clip = clip  # what the Clip Editor and new Movie Distortion nodes pick up
+
+    if options.camera_path and bundle.cameras:
+        path_importer.create_camera_path(f"{name} Camera Path", bundle, plan.T, options.path_marker_every, coll)
+
+    plot = (bundle.plots or {}).get(quality.PLOT)
+    if plot is not None:
+        coll["parallax_quality_plot"] = quality.load_plot(f"{name} Quality", plot).name
 
     if plan.xyz is not None and len(plan.xyz):
         points_importer.create_points(f"{name} Points", plan.xyz, plan.rgb, plan.conf, plan.frame, plan.footprint,
@@ -216,12 +244,30 @@ def _build(scene, bundle: Bundle, options: ImportOptions, plan: _Plan, name: str
     return coll
 
 
-def _warnings(bundle: Bundle) -> list[str]:
+def _lens_camera(bundle: Bundle):
+    """The camera whose lens distortion the Movie Clip carries: the first solved one with a
+    distortion (one clip has one lens), else the first with one; None without distortion."""
+    with_dist = [c for c in bundle.cameras or [] if c.dist is not None]
+    return next((c for c in with_dist if c.c2w is not None), with_dist[0] if with_dist else None)
+
+
+def _warnings(bundle: Bundle, options: ImportOptions) -> list[str]:
     out = []
     cams = [c for c in bundle.cameras or [] if c.c2w is not None]
     if bundle.cameras and len(cams) < len(bundle.cameras):
         out.append(f"{len(bundle.cameras) - len(cams)} of {len(bundle.cameras)} frames have no solved camera "
-                   "(no keys there)")
+                   f"(no pose keys there; the camera's '{camera_importer.SOLVED_PROPERTY}' channel is 0 there)")
+    lens_cam = _lens_camera(bundle)
+    if lens_cam is not None:
+        if bundle.frames and not bundle.undistorted and (options.import_plate or options.camera_background):
+            out.append("the bundle has a lens distortion but no undistorted frames: the plate shows the footage "
+                       "as shot, which the pinhole camera matches only near the centre")
+        if options.movie_clip and abs(lens_cam.fx / lens_cam.fy - 1.0) > lens_importer.FOCAL_ASPECT_TOLERANCE:
+            out.append(f"fx/fy = {lens_cam.fx / lens_cam.fy:.4f}: the Movie Clip's lens has one focal length (fx), "
+                       "so its distortion is approximate in y")
+        if len({tuple(c.dist) for c in bundle.cameras if c.dist is not None}) > 1 and options.movie_clip:
+            out.append(f"the lens distortion changes over the shot; the Movie Clip carries frame "
+                       f"{lens_cam.index}'s")
     ratios = [c.fx / c.fy for c in cams]
     if ratios and max(ratios) - min(ratios) > 1e-4 * max(ratios):
         # Pixel aspect is one render setting for the whole shot.
@@ -287,7 +333,8 @@ def _scene_settings(scene, bundle: Bundle) -> None:
 _SCENE_FIELDS = (("render", "fps"), ("render", "fps_base"), (None, "frame_start"), (None, "frame_end"),
                  ("render", "resolution_x"), ("render", "resolution_y"), ("render", "resolution_percentage"),
                  ("render", "pixel_aspect_x"), ("render", "pixel_aspect_y"),
-                 ("view_settings", "view_transform"), ("view_settings", "look"), (None, "camera"))
+                 ("view_settings", "view_transform"), ("view_settings", "look"), (None, "camera"),
+                 (None, "active_clip"))
 
 
 def _scene_state(scene) -> list:
@@ -306,7 +353,8 @@ def _restore_scene(scene, saved: list) -> None:
 # or removing the result finds all of them (materials referenced only from node sockets,
 # actions, images) by one rule.
 TAG = "parallax_import"
-_ID_COLLECTIONS = ("objects", "meshes", "cameras", "images", "materials", "node_groups", "actions", "collections")
+_ID_COLLECTIONS = ("objects", "meshes", "cameras", "images", "materials", "node_groups", "actions", "collections",
+                   "movieclips", "curves")
 
 
 def _all_ids() -> list:

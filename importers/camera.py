@@ -8,11 +8,19 @@ import numpy as np
 from .conventions import blender_intrinsics, camera_pose_blender, quaternions_continuous
 
 
-def create_camera(name: str, bundle, T: np.ndarray, frame_start: int, collection) -> bpy.types.Object:
-    """One camera object keyed at every solved frame; unsolved frames get no key.
+# The camera object's keyed custom property that says, frame by frame, whether the engine
+# solved that frame (1) or not (0): unsolved frames have no pose key, so the camera there only
+# interpolates (or holds) its neighbours' poses, and this channel says so in the Dope Sheet.
+SOLVED_PROPERTY = "parallax_solved"
 
-    Pixel aspect is a render setting, not a camera one, so it comes from the first frame; the
-    caller sets it on the scene (see :func:`render_settings`).
+
+def create_camera(name: str, bundle, T: np.ndarray, frame_start: int, collection) -> bpy.types.Object:
+    """One camera object keyed at every solved frame; unsolved frames get no pose key.
+
+    Every frame's solved state is keyed on the object's ``parallax_solved`` property (constant
+    interpolation, a key where it changes). Pixel aspect is a render setting, not a camera one,
+    so it comes from the first frame; the caller sets it on the scene (see
+    :func:`render_settings`).
     """
     cam_data = bpy.data.cameras.new(name)
     cam = bpy.data.objects.new(name, cam_data)
@@ -22,6 +30,7 @@ def create_camera(name: str, bundle, T: np.ndarray, frame_start: int, collection
     cam_data.clip_start = 0.01
     cam_data.clip_end = 1000.0
 
+    _key_solved_state(cam, bundle, frame_start)
     solved = [c for c in bundle.cameras if c.c2w is not None]
     if not solved:
         return cam
@@ -44,9 +53,25 @@ def create_camera(name: str, bundle, T: np.ndarray, frame_start: int, collection
     # instead of Bezier overshoot between solved poses.
     for anim_id in (cam, cam_data):
         for fc in _fcurves(anim_id):
-            for kp in fc.keyframe_points:
-                kp.interpolation = "LINEAR"
+            if fc.data_path != f'["{SOLVED_PROPERTY}"]':  # a state: it steps, never blends
+                for kp in fc.keyframe_points:
+                    kp.interpolation = "LINEAR"
     return cam
+
+
+def _key_solved_state(cam: bpy.types.Object, bundle, frame_start: int) -> None:
+    state = [0] * bundle.frame_count
+    for c in bundle.cameras:
+        state[c.index] = int(c.c2w is not None)
+    changes = [i for i in range(bundle.frame_count) if i == 0 or state[i] != state[i - 1]]
+    prop = SOLVED_PROPERTY
+    for i in changes:
+        cam[prop] = state[i]
+        cam.keyframe_insert(f'["{prop}"]', frame=frame_start + i)
+    for fc in _fcurves(cam):
+        if fc.data_path == f'["{prop}"]':
+            for kp in fc.keyframe_points:
+                kp.interpolation = "CONSTANT"
 
 
 def render_settings(scene: bpy.types.Scene, bundle) -> None:

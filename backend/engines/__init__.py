@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .base import EngineError, NothingRegistered, TooFewFrames
-from .options import AutoOptions, ColmapOptions, EngineOptions, UnifiedOptions
+from .options import AutoOptions, ColmapOptions, EngineOptions, GeometryOptions, UnifiedOptions
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,12 @@ def _learned_default() -> Optional[str]:
     return "; ".join(reasons) or None
 
 
+def _geometry() -> type:
+    from .geometry import GeometryEngine
+
+    return GeometryEngine
+
+
 def _unified() -> type:
     from ..pipelines.v2c import UnifiedEngine
 
@@ -98,6 +104,9 @@ register(EngineSpec("auto", "colmap with ALIKED + LightGlue and with SIFT; keeps
                     _auto, AutoOptions, requires=("pycolmap", "PIL", "torch", "kornia"), check=_learned_default))
 register(EngineSpec("unified", "the unified model's V2C: point maps of model windows, aligned",
                     _unified, UnifiedOptions, requires=("torch", "diffusers", "safetensors")))
+register(EngineSpec("geometry", "a feed-forward geometry model (model=catalogue id or folder: Depth Anything 3, or "
+                                "the unified model by default): depth, cameras and confidence per frame in one pass",
+                    _geometry, GeometryOptions, requires=("torch", "safetensors")))
 
 __all__ = ["ENGINES", "EngineError", "EngineSpec", "NothingRegistered", "TooFewFrames", "get_engine", "get_spec",
            "register"]

@@ -14,7 +14,8 @@ nothing, so the score is a fraction in [0, 1] that rewards both placing frames a
 them right. A candidate is also judged on the other candidates' matches, so a model that fits
 only its own (possibly wrong) matches scores low.
 
-The bundle is the winner's; ``scores["auto"]`` records every candidate's consistency and
+The bundle is the winner's; ``scores["auto"]`` records every candidate's consistency (and
+``score``, the bundle's own), and
 ``source["auto"]`` each candidate's frames registered, seconds and error, if any.
 
 Measured 2026-11-30 on the six hololens-000 windows of ``benchmarks/features_real.py`` (strides
@@ -136,7 +137,8 @@ class AutoEngine:
                 bundles[c] = None
                 continue
             b = to_bundle(solved[c], frames, self.name, fps=float(fps or clip_fps), source=dict(source))
-            b.scores["auto"] = dict(record, this=c)
+            # "score": this bundle's own consistency, the one number a summary line shows
+            b.scores["auto"] = dict(record, this=c, score=record["consistency"][c])
             b.timings = {**timings, **{f"{x}/total": info[x]["seconds"] for x in candidates},
                          "total": round(sum(v["seconds"] for v in info.values()), 3)}
             bundles[c] = b

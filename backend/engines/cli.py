@@ -35,12 +35,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--camera-model", default=None,
                         choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"),
                         help="colmap/auto: COLMAP camera model; the RADIAL/OPENCV ones estimate lens distortion")
+    parser.add_argument("--lens", choices=("auto", "pinhole", "distorted"), default=None,
+                        help="colmap/auto: lens distortion. auto (default): solve a pinhole and a radially distorted "
+                             "camera on the same matches and keep the distortion only when the footage needs it "
+                             "(it moves the image by more than 0.5 px, lowers the reprojection error by 5%% and is a "
+                             "plausible lens); pinhole: never estimate it; distorted: always keep it. A kept "
+                             "distortion goes into cameras.json (dist) with undistorted frames for the pinhole camera")
     parser.add_argument("--refine-intrinsics", action="store_true",
                         help="colmap/auto: use the known focal / intrinsics as a prior, refined by bundle adjustment")
     parser.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")
     parser.add_argument("--no-align", action="store_true", help="unified: skip the global alignment (faster)")
     parser.add_argument("--no-photometric", action="store_true",
                         help="unified: skip the photometric refinement of the cameras")
+    parser.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                        help="geometry: catalogue id or model folder (default: the shipped parallax-tiny)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="geometry: longer side a hub model processes frames at (Depth Anything 3: 504)")
     parser.add_argument("--zip", action="store_true", help="also write DIR.zip")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -67,11 +77,16 @@ def _options(args, options_model) -> tuple[dict, dict]:
     options = {"fps": args.fps}
     if args.engine in ("colmap", "auto"):
         options.update(mapper=args.mapper, focal_px=args.focal_px, focal_mm=args.focal_mm, sensor_mm=args.sensor_mm,
-                       camera_model=args.camera_model, refine_intrinsics=args.refine_intrinsics or None)
+                       camera_model=args.camera_model, refine_intrinsics=args.refine_intrinsics or None,
+                       lens=getattr(args, "lens", None))
     if args.engine == "colmap":
         options["features"] = args.features
     if args.engine == "auto" and args.candidates:
         options["candidates"] = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    if args.engine == "geometry":
+        options.update(model=args.model, resolution=args.resolution)
+    elif args.model or args.resolution:
+        raise ValueError("--model and --resolution are for --engine geometry")
     if args.engine == "unified":
         options.update(align=not args.no_align, photometric=not args.no_photometric)
     if args.intrinsics:

@@ -80,6 +80,7 @@ def epipolar_support(rec, verified: VerifiedMatches, tau_px: float = TAU_PX) -> 
         den = Ex1[:, 0] ** 2 + Ex1[:, 1] ** 2 + Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2
         f = 0.5 * (cam_a.mean_focal_length() + cam_b.mean_focal_length())
         d2 = num / np.maximum(den, 1e-300) * f * f
+        d2 = np.where(np.isfinite(d2), d2, np.inf)  # a keypoint a distorted camera cannot undistort supports nothing
         score += float(np.clip(1.0 - d2 / tau_px ** 2, 0.0, None).sum())
     return score
 

@@ -102,8 +102,16 @@ class _ColmapCommon(KnownIntrinsicsOptions):
     mapper: Literal["auto", "global", "incremental"] = Field(
         "auto", description="GLOMAP (global), incremental, or auto: GLOMAP plus incremental when needed")
     camera_model: Optional[Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]] = Field(
-        None, description="COLMAP camera model (default SIMPLE_PINHOLE; PINHOLE with known intrinsics); "
-                          "SIMPLE_RADIAL, RADIAL and OPENCV estimate lens distortion")
+        None, description="COLMAP camera model (default: chosen by lens: SIMPLE_PINHOLE, or PINHOLE with known "
+                          "intrinsics, and RADIAL for the distorted camera); SIMPLE_RADIAL, RADIAL and OPENCV "
+                          "estimate lens distortion")
+    lens: Literal["auto", "pinhole", "distorted"] = Field(
+        "auto", description="lens distortion: auto (default) solves a pinhole and a radially distorted camera on "
+                            "the same matches and keeps the distortion only when the footage needs it (it moves "
+                            "the image by more than 0.5 px, lowers the reprojection error by 5 % and is a "
+                            "plausible lens); pinhole never estimates it; distorted always keeps it. A kept "
+                            "distortion is in every camera's dist, with the frames undistorted for the pinhole "
+                            "camera")
     calibrate: bool = Field(True, description="self-calibrate the focal length from the view graph")
     max_image_size: int = Field(1600, ge=64, le=16384, description="SIFT: frames are downscaled to this side")
     max_num_features: int = Field(8192, ge=64, le=65536, description="SIFT features per frame")
@@ -113,6 +121,15 @@ class _ColmapCommon(KnownIntrinsicsOptions):
     num_threads: int = Field(-1, ge=-1, le=1024, description="threads for features and matching (-1: all); "
                                                               "learned features: torch's CPU threads")
     mapper_threads: int = Field(1, ge=-1, le=1024, description="threads for mapping")
+
+    @model_validator(mode="after")
+    def _lens_and_model(self):
+        # checked here too (the engine checks again): a contradiction is a 422, not a failed job
+        if self.camera_model in ("SIMPLE_PINHOLE", "PINHOLE") and self.lens == "distorted":
+            raise ValueError(f"lens 'distorted' estimates distortion, but camera_model {self.camera_model} has none")
+        if self.camera_model in ("SIMPLE_RADIAL", "RADIAL", "OPENCV") and self.lens == "pinhole":
+            raise ValueError(f"lens 'pinhole' estimates no distortion, but camera_model {self.camera_model} does")
+        return self
 
     @model_validator(mode="after")
     def _one_focal_model(self):
@@ -169,3 +186,14 @@ class UnifiedOptions(EngineOptions):
             raise ValueError(f"window_stride ({self.window_stride}) must be less than window ({self.window}): "
                              "consecutive windows must share frames")
         return self
+
+
+class GeometryOptions(EngineOptions):
+    """A feed-forward geometry model (the geometry role, ``backend.hub.geometry``) as the solver."""
+
+    model: Optional[str] = Field(None, min_length=1, max_length=1000,
+                                 description="catalogue id or model folder in the hub's layout "
+                                             "(default: the shipped parallax-tiny)")
+    resolution: Optional[int] = Field(None, ge=28, le=4096,
+                                      description="longer side a hub model processes frames at (Depth Anything 3: "
+                                                  "504, its authors'); the unified model uses its own size")

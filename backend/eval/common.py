@@ -140,11 +140,13 @@ def unified_model(model_path=None, device: str = "cpu"):
 
 
 def caption_encoder(model, device: str = "cpu"):
-    """The frozen caption encoder the model's config names (as the T2V pipeline builds it)."""
+    """The frozen caption encoder of the model's checkpoint (as the T2V pipeline builds it)."""
+    from ..models.components import components_of
+
     cfg = model.config
-    key = ("text", cfg.text_encoder, int(cfg.model_max_length), str(device))
+    key = ("text", components_of(cfg).text_encoder, int(cfg.model_max_length), str(device))
     if key not in _LOADED:
         from ..models.text import TextEncoder
 
-        _LOADED[key] = TextEncoder(cfg.text_encoder, max_length=cfg.model_max_length, device=device)
+        _LOADED[key] = TextEncoder(components_of(cfg).text_encoder, max_length=cfg.model_max_length, device=device)
     return _LOADED[key]

@@ -46,7 +46,9 @@ class LatentSpace:
 def codec_for(config, device="cpu", dtype=torch.float32):
     if config.space == "pixel":
         return PixelSpace()
-    return LatentSpace(config.vae, device=device, dtype=dtype)
+    from .components import components_of
+
+    return LatentSpace(components_of(config).vae, device=device, dtype=dtype)
 
 
 def frames_to_tensor(rgb: torch.Tensor) -> torch.Tensor:

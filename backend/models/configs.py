@@ -18,16 +18,21 @@ CONFIGS: dict[str, dict] = {
         hidden_size=256, depth=8, num_heads=4, mlp_ratio=4.0,
         caption_channels=384, model_max_length=32,
         geometry_block=6, decoder_mode="global", decoder_dim=256, decoder_depth=2, decoder_heads=4,
-        geometry_patch=4, space="pixel", vae=None, text_encoder="minilm",
+        geometry_patch=4, space="pixel",
     ),
     "opensora-1.0": dict(
         sample_size=32, num_frames=16, in_channels=4, patch_size=(1, 2, 2),
         hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
         caption_channels=4096, model_max_length=120,
         geometry_block=26, decoder_mode="global", decoder_dim=768, decoder_depth=6, decoder_heads=12,
-        geometry_patch=16, space="latent", vae="stabilityai/sd-vae-ft-ema",
-        text_encoder="DeepFloyd/t5-v1_1-xxl",
+        geometry_patch=16, space="latent",
     ),
+}
+
+# Each config's pipeline components (not the transformer's config: see ``components.py``).
+COMPONENTS: dict[str, dict] = {
+    "tiny": dict(text_encoder="minilm", vae=None),
+    "opensora-1.0": dict(text_encoder="DeepFloyd/t5-v1_1-xxl", vae="stabilityai/sd-vae-ft-ema"),
 }
 
 

@@ -81,7 +81,15 @@ class STDiTBlock(nn.Module):
 
 
 class ParallaxSTDiT(ModelMixin, ConfigMixin):
-    """Video DiT + geometry branch. See the module docstring; configs in ``configs.py``."""
+    """Video DiT + geometry branch. See the module docstring; configs in ``configs.py``.
+
+    The config holds the transformer only. ``caption_channels`` and ``model_max_length`` stay:
+    they are the width of the caption tokens it cross-attends to and the length of its learned
+    null caption (parameter shapes). The text encoder and the VAE are pipeline components
+    (``components.py``; ``pipeline_parallax.ParallaxPipeline``). Checkpoints written before
+    carry ``text_encoder`` and ``vae`` keys in config.json: diffusers keeps them as hidden
+    config entries, and ``components.components_of`` still reads them.
+    """
 
     _supports_gradient_checkpointing = False
 
@@ -104,9 +112,7 @@ class ParallaxSTDiT(ModelMixin, ConfigMixin):
         decoder_depth: int = 2,
         decoder_heads: int = 4,
         geometry_patch: int = 4,  # output pixels per token side (patch * VAE factor for latents)
-        space: str = "pixel",  # "pixel" or "latent"
-        vae: Optional[str] = None,  # hub id / folder of the AutoencoderKL for latent space
-        text_encoder: str = "minilm",  # "minilm" (offline package) or a hub id of a T5 encoder
+        space: str = "pixel",  # "pixel" or "latent" (the VAE itself is a pipeline component)
     ):
         super().__init__()
         if patch_size[0] != 1:

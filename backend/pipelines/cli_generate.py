@@ -1,7 +1,11 @@
-"""``python -m backend generate "PROMPT" --out DIR [--frames N] [--seed S] [--no-camera]``.
+"""``python -m backend generate "PROMPT" --out DIR [--model ID_OR_PATH] [--geometry ID_OR_PATH]
+[--frames N] [--seed S] [--no-camera] [--image FIRST.png [--image LAST.png]]``.
 
-Generates a shot with the unified model (T2V) and, unless ``--no-camera``, its cameras from
-the same denoising passes (T2V+C); writes a result bundle and prints progress lines.
+Generates a shot with a generator role and writes a result bundle, printing progress lines.
+The default generator, the shipped unified model, makes the video and its cameras from the same
+denoising passes (T2V+C). ``--model`` names another: a catalogue id (``python -m backend models
+list``) or a model folder in the hub's layout; its shot then gets its cameras from the geometry
+role (``--geometry``, default the unified model's V2C), and the bundle names both models.
 """
 
 from __future__ import annotations
@@ -12,13 +16,68 @@ import sys
 def add_arguments(p) -> None:
     p.add_argument("prompt")
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--frames", type=int, default=None, help="frames (at most the model's window)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames (the unified model: up to its window; hub models round to the counts they make)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-camera", action="store_true", help="video only (T2V), no cameras")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--model", default=None, help="model folder or hub id (default: shipped parallax-tiny)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                   help="generator: a catalogue id or model folder (default: the shipped parallax-tiny)")
+    p.add_argument("--geometry", default=None, metavar="ID_OR_PATH",
+                   help="geometry model for the cameras of another generator's shot (default: the unified V2C)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="keyframe image: once for the first frame, twice for the first and the last")
+    p.add_argument("--height", type=int, default=None, help="frame height for hub generators (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="frame width for hub generators (default: the model's)")
     p.add_argument("--device", default=None)
+
+
+def build_generator(model, device=None, steps=None, guidance=None, height=None, width=None, progress=None):
+    """The generator role ``--model`` names (None: the shipped unified model)."""
+    if model is None:
+        from .unified_roles import UnifiedGenerator
+
+        return UnifiedGenerator(device=device, steps=steps or 25, guidance=5.0 if guidance is None else guidance)
+    from ..hub.catalogue import resolve_model
+    from ..hub.generators import load_generator
+
+    return load_generator(resolve_model(model), device=device, steps=steps, guidance=guidance, height=height,
+                          width=width, progress=progress)
+
+
+def build_geometry(geometry, generator, device=None):
+    """The geometry role ``--geometry`` names; None lets the pipeline choose (the generator's own
+    T2V+C, or the unified V2C)."""
+    if geometry is None:
+        if "t2v+c" in generator.supports:
+            return None
+        from .unified_roles import UnifiedGeometry
+
+        return UnifiedGeometry(device=device)
+    from ..hub.catalogue import resolve_model
+    from ..hub.geometry import load_geometry
+
+    return load_geometry(resolve_model(geometry), device=device)
+
+
+def read_images(paths) -> list:
+    """--image files as (h, w, 3) uint8 arrays (ValueError naming a file that is not an image)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if len(paths) > 2:
+        raise ValueError(f"--image at most twice (first and last frame), got {len(paths)}")
+    out = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except FileNotFoundError:
+            raise ValueError(f"--image {path}: no such file") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"--image {path}: not an image ({e})") from None
+    return out
 
 
 def main(args) -> int:
@@ -30,22 +89,36 @@ def main(args) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from .t2v import T2VPipeline, generate_bundle
+    from ..hub.catalogue import ModelNotAvailable
+    from ..runtime import Cancelled
+    from .generate import generate_shot
 
     def progress(fraction, stage):
         print(f"progress {fraction:.3f} {stage}", flush=True)
 
-    pipe = T2VPipeline(model_path=args.model, device=args.device)
     try:
-        bundle = generate_bundle(pipe, args.prompt, frames=args.frames, seed=args.seed, camera=not args.no_camera,
-                                 steps=args.steps, guidance=args.guidance, progress=progress)
-    except ValueError as e:
+        images = read_images(args.image)
+        generator = build_generator(args.model, device=args.device, steps=args.steps, guidance=args.guidance,
+                                    height=args.height, width=args.width, progress=progress)
+        geometry = None if args.no_camera else build_geometry(args.geometry, generator, device=args.device)
+        bundle = generate_shot(generator, args.prompt, frames=args.frames, seed=args.seed, camera=not args.no_camera,
+                               steps=args.steps, guidance=args.guidance, images=images, geometry=geometry,
+                               progress=progress)
+    except (ValueError, NotImplementedError, ModelNotAvailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return 130
     try:
         path = write_bundle(bundle, args.out)
     except (OSError, BundleError) as e:  # the folder changed meanwhile, the disk is full...
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} ({bundle.frame_count} frames, cameras: {bundle.cameras is not None}, timings {bundle.timings})")
+    src = bundle.source
+    made_by = f"generator {src['generator']['model_id']}"
+    if src.get("geometry"):
+        made_by += f", cameras by {src['geometry']['model_id']}" + (" (same passes)" if src.get("one_pass") else "")
+    print(f"wrote {path} ({bundle.frame_count} frames, {made_by}, cameras: {bundle.cameras is not None}, "
+          f"timings {bundle.timings})")
     return 0

@@ -1,4 +1,4 @@
-"""``python -m backend pair-pose A.jpg B.jpg --out DIR [--videos N] [--generator NAME]
+"""``python -m backend pair-pose A.jpg B.jpg --out DIR [--videos N] [--generator ID_OR_PATH]
 [--estimator NAME] [--intrinsics FX,FY,CX,CY]``.
 
 The relative pose of image B from image A (InterPose, ``pair_pose.py``): writes a ``pair_pose``
@@ -20,7 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--videos", type=int, default=DEFAULT_VIDEOS,
                    help=f"generated in-between videos (default {DEFAULT_VIDEOS}); 0: pair-only estimate")
-    p.add_argument("--generator", default="unified", choices=GENERATORS, help="video generator (role)")
+    p.add_argument("--generator", default="unified", metavar="ID_OR_PATH",
+                   help=f"video generator (role): {', '.join(GENERATORS)} (the unified model), or a catalogue id "
+                        "or model folder of a first-last-frame model (python -m backend models list)")
     p.add_argument("--estimator", default="unified", choices=ESTIMATORS, help="pose estimator (role)")
     p.add_argument("--intrinsics", metavar="FX,FY,CX,CY",
                    help="the camera's intrinsics in pixels (both images; default: estimated)")
@@ -32,7 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=25, help="denoising steps per video")
     p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (0: prompts ignored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first video (video i uses seed + i)")
-    p.add_argument("--model", default=None, help="model folder or hub id (default: shipped parallax-tiny)")
+    p.add_argument("--model", default=None,
+                   help="the unified model's checkpoint folder (default: shipped parallax-tiny), used by the "
+                        "unified generator and estimator")
     p.add_argument("--device", default=None)
 
 
@@ -67,19 +71,20 @@ def main(args) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from ..hub.catalogue import ModelNotAvailable
     from ..runtime import Cancelled
     from .pair_pose import PairPosePipeline, prepare_views, write_result
-    from .pair_roles import make_roles
+    from .pair_roles import make_roles, video_frames
 
     try:
         prepare_views(args.images[0], args.images[1], K)  # bad input: a message, and no model loaded
         gen, est = make_roles(args.generator, args.estimator, model_path=args.model, device=args.device,
                               steps=args.steps, guidance=args.guidance)
-        pipe = PairPosePipeline(gen, est, videos=args.videos, frames=args.frames, k=args.k,
+        pipe = PairPosePipeline(gen, est, videos=args.videos, frames=video_frames(gen, args.frames), k=args.k,
                                 random_subsets=args.subsets, seed=args.seed)
         result = pipe(args.images[0], args.images[1], K=K,
                       progress=lambda f, stage: print(f"progress {f:.3f} {stage}", flush=True))
-    except ValueError as e:
+    except (ValueError, ModelNotAvailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):

@@ -22,7 +22,12 @@ def add_arguments(p) -> None:
     p.add_argument("--pointmaps-only", action="store_true",
                    help="align the point maps alone (no disparity, ray or smoothness terms)")
     p.add_argument("--fps", type=float, default=None, help="frame rate to record (default: the video's)")
-    p.add_argument("--model", default=None, help="model folder or hub id (default: shipped parallax-tiny)")
+    p.add_argument("--model", default=None, metavar="ID_OR_PATH",
+                   help="catalogue id or model folder: a hub geometry model (e.g. Depth Anything 3) gives the "
+                        "depth, cameras and confidence itself; our own checkpoint runs the windows below "
+                        "(default: the shipped parallax-tiny)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="with a hub geometry model: the longer side it processes frames at (Depth Anything 3: 504)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--zip", action="store_true", help="also write DIR.zip")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -32,9 +37,14 @@ def main(args) -> int:
     from ..cli_bundle import run_to_bundle
     from ..geometry.align4d import POINTMAP_ONLY, ModalityWeights
     from .reconstruct import Reconstructor
+    from .reconstruct_geometry import reconstruct_with_geometry, resolve_reconstructor
 
     def work(progress):
-        rec = Reconstructor(model_path=args.model, device=args.device)
+        geometry, model_path = resolve_reconstructor(args.model, args.device, args.resolution)
+        if geometry is not None:  # the window, chunk and alignment flags are the unified path's
+            return reconstruct_with_geometry(geometry, args.source, progress=progress, start=args.start,
+                                             stride=args.stride, max_frames=args.max_frames, fps=args.fps)
+        rec = Reconstructor(model_path=model_path, device=args.device)
         return rec.reconstruct(args.source, progress=progress, start=args.start, stride=args.stride,
                                max_frames=args.max_frames, window_stride=args.window_stride,
                                chunk_frames=args.chunk_frames, iterations=args.iterations, fps=args.fps,
@@ -55,9 +65,11 @@ def summary(bundle, seconds: float) -> str:
         s["message"],
         f"windows: {used}/{len(s['windows'])} used"
         + (f" (dropped, by start frame: {s['dropped_windows']})" if s["dropped_windows"] else "")
-        + f"; alignment residual {s['alignment_residual']:.4f} of the median depth",
+        + (f"; alignment residual {s['alignment_residual']:.4f} of the median depth"
+           if s.get("alignment_residual") is not None else ""),
         f"points: {points} ({dynamic} dynamic, {100 * s['dynamic_fraction']:.1f} % of confident pixels); "
-        f"mean confidence {s['confidence']:.2f}; camera travel {s['camera_travel']:.3f} x median depth",
+        f"mean confidence {s['confidence']:.2f}; camera travel "
+        f"{s['camera_travel'] if s['camera_travel'] is not None else float('nan'):.3f} x median depth",
         f"time: {seconds:.1f} s ({seconds / max(n, 1):.2f} s/frame): network {t.get('network', 0):.1f} s, "
         f"alignment {t.get('alignment', 0):.1f} s, dynamic mask {t.get('dynamic', 0):.2f} s; peak RSS "
         f"{mem.get('peak_rss_mb', float('nan')):.0f} MB"

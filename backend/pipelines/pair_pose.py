@@ -359,7 +359,7 @@ class PairPosePipeline:
         h, w = frames.shape[1:3]
         with progress.timed("pose estimation"):
             cams = self.estimator.estimate([frames[s] for s in subsets], *self._K(views, w, h),
-                                           progress=vp.span(GENERATION_SHARE, 1.0, "poses"))
+                                           progress=vp.span(GENERATION_SHARE, 1.0, "poses"), last_only=True)
         poses = np.stack([_inverse(c.last) for c in cams])
         return Candidate(i, plan["order"], plan["prompt"], plan["seed"], frames, subsets, poses, [c.K for c in cams])
 

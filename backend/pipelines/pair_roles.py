@@ -2,8 +2,10 @@
 
 - A **generator** makes a video between two images: an object with ``name``, ``model_id``,
   ``max_frames`` and ``interpolate(first, last, frames, seed, prompt, progress) -> (F, H, W, 3)
-  uint8`` whose first frame is ``first`` and last is ``last``. Today: the unified model's
-  first-last-frame interpolation (:class:`UnifiedInterpolator`, T2V with keyframes).
+  uint8`` whose first frame is ``first`` and last is ``last`` (``backend.roles.Generator``).
+  The unified model's first-last-frame interpolation (:class:`UnifiedInterpolator`, T2V with
+  keyframes), or a hub model that does ``flf2v`` (Wan first-last-frame, LTX-Video keyframes;
+  ``backend.hub.generators``), named by catalogue id or folder.
 - A **pose estimator** gives the cameras of short clips: ``name``, ``model_id`` and
   ``estimate(clips, K_first, K_last, progress) -> list[ClipCameras]``, each clip's cameras in its
   first frame's camera (NaN where it found none). Today: the unified model's V2C on the clip
@@ -11,7 +13,7 @@
   (:class:`ColmapPoseEstimator`).
 
 The pipeline names neither model: anything with these methods fills a role (the tests use
-fakes; hub generators such as Wan's first-last-frame pipeline will fit the same shape).
+fakes and tiny random hub models).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from ..runtime import Progress
 from .common import LazyModel, resize_frames
+from .unified_roles import UnifiedGenerator
 from .v2c import GEOMETRY_T
 
 # The fitting weights of a frame whose confident pixels (C > assemble.CONFIDENT) are fewer than
@@ -56,31 +59,8 @@ class ClipCameras:
 # Generators
 
 
-class UnifiedInterpolator:
-    """First-last-frame interpolation with the unified model (T2V with the two frames given
-    clean and re-imposed after every step; ``backend.pipelines.t2v``)."""
-
-    name = "unified"
-
-    def __init__(self, pipe=None, steps: int = 25, guidance: float = 5.0, model_path=None, device=None):
-        from .t2v import T2VPipeline
-
-        self.pipe = pipe if pipe is not None else T2VPipeline(model_path=model_path, device=device)
-        self.steps, self.guidance = int(steps), float(guidance)
-
-    @property
-    def model_id(self) -> str:
-        return self.pipe.model_id
-
-    @property
-    def max_frames(self) -> int:
-        return int(self.pipe.model.config.num_frames)
-
-    def interpolate(self, first: np.ndarray, last: np.ndarray, frames: int, seed: int = 0, prompt: str = "",
-                    progress=None) -> np.ndarray:
-        res = self.pipe(prompt, frames=frames, steps=self.steps, guidance=self.guidance, seed=seed, camera=False,
-                        keyframes={0: first, frames - 1: last}, progress=progress)
-        return res["video"].numpy()
+# The unified model's generator role (unified_roles.py), under the name InterPose's callers know.
+UnifiedInterpolator = UnifiedGenerator
 
 
 # ----------------------------------------------------------------------------------------
@@ -147,9 +127,13 @@ class UnifiedPoseEstimator(LazyModel):
             out = model(xt, torch.full((len(xt),), self.t, device=dev), geometry=True, geometry_only=True)
         return {k: v.float().cpu() for k, v in out.geometry.items()}
 
-    def estimate(self, clips: list, K_first=None, K_last=None, progress=None) -> list[ClipCameras]:
+    def estimate(self, clips: list, K_first=None, K_last=None, progress=None, last_only: bool = False
+                 ) -> list[ClipCameras]:
         """``clips``: (k, h, w, 3) uint8 arrays (k >= 2); ``K_first`` / ``K_last``: 3x3 intrinsics of
-        the first / last frame in the clips' pixels (None: estimated; K_last defaults to K_first)."""
+        the first / last frame in the clips' pixels (None: estimated; K_last defaults to K_first).
+        ``last_only``: place only the last frame (the middle rows stay NaN): InterPose's subsets
+        need B's pose alone, and PnP on every middle frame was 90 % of a pair's time on an H200
+        (544 PnP-RANSAC calls, 33 of 38 s)."""
         progress = Progress.of(progress, device=self.device)
         if any(len(c) < 2 for c in clips):
             raise ValueError("a clip for pose estimation needs at least 2 frames")
@@ -168,11 +152,11 @@ class UnifiedPoseEstimator(LazyModel):
             x = torch.stack([resize_frames(torch.as_tensor(np.asarray(clips[i])), S) for i in ids])
             maps = self._forward(model, x)
             for j, i in enumerate(ids):
-                out[i] = self._cameras(maps["points"][j], maps["conf"][j], K_first, K_last, h, w, S)
+                out[i] = self._cameras(maps["points"][j], maps["conf"][j], K_first, K_last, h, w, S, last_only)
             progress.step(n, len(chunks), "pose estimation")
         return out
 
-    def _cameras(self, points, conf, K_first, K_last, h, w, S) -> ClipCameras:
+    def _cameras(self, points, conf, K_first, K_last, h, w, S, last_only: bool = False) -> ClipCameras:
         from ..geometry.focal import estimate_focal
         from ..geometry.pnp import pose_from_pointmap_pnp
         from .pointmap_cameras import cameras_from_pointmaps
@@ -195,7 +179,7 @@ class UnifiedPoseEstimator(LazyModel):
         else:
             c2w = np.full((k, 4, 4), np.nan)
             c2w[0] = np.eye(4)
-            for f in range(1, k):
+            for f in range(k - 1 if last_only else 1, k):
                 pose, _ = pose_from_pointmap_pnp(pts[f], Kl if f == k - 1 else Kf, weights=wts[f], max_points=1024,
                                                  seed=f)
                 if pose is not None:
@@ -215,7 +199,8 @@ class ColmapPoseEstimator:
     def __init__(self, **options):
         self.options = options
 
-    def estimate(self, clips: list, K_first=None, K_last=None, progress=None) -> list[ClipCameras]:
+    def estimate(self, clips: list, K_first=None, K_last=None, progress=None, last_only: bool = False
+                 ) -> list[ClipCameras]:
         from ..engines.base import EngineError
         from ..engines.colmap import ColmapEngine
         from ..io_video import VideoError
@@ -247,17 +232,49 @@ class ColmapPoseEstimator:
 # What the CLI and the service can name
 
 
-GENERATORS = ("unified",)
+GENERATORS = ("unified",)  # built in; a catalogue id or a model folder names a hub generator
 ESTIMATORS = ("unified", "colmap")
+
+
+def make_generator(generator: str = "unified", model_path=None, device=None, steps: int = 25,
+                   guidance: float = 5.0, progress=None):
+    """The generator role by name: ``"unified"`` (the unified model on ``model_path``, default the
+    shipped one), or a catalogue id / model folder (``backend.hub``: resolved offline, loaded by
+    its loader). A model that cannot interpolate between two frames is refused here, before any
+    video is asked of it (ValueError; ``backend.hub.catalogue.ModelNotAvailable`` when a catalogue
+    model is not downloaded)."""
+    if generator in GENERATORS:
+        return UnifiedInterpolator(steps=steps, guidance=guidance, model_path=model_path, device=device)
+    from ..hub.catalogue import resolve_model
+    from ..hub.generators import load_generator
+
+    gen = load_generator(resolve_model(generator), device=device, steps=steps, guidance=guidance, progress=progress)
+    if "flf2v" not in gen.supports:
+        raise ValueError(f"generator {generator!r} ({gen.name}) cannot make a video between two images "
+                         f"(it does: {', '.join(sorted(gen.supports))}); pair-pose needs first-last-frame "
+                         "interpolation, e.g. Wan first-last-frame or LTX-Video")
+    return gen
+
+
+def video_frames(generator, frames=None):
+    """Frames per generated video for ``generator``: ``frames`` as the model makes it
+    (``frames_for``: Wan 4k+1, LTX 8k+1), or by default the unified model's window, and 16 for a hub
+    model (17 for Wan): the unified estimator solves a video's subsets in one window."""
+    if frames is None and isinstance(generator, UnifiedGenerator):
+        return None  # PairPosePipeline's default: the model's window
+    return generator.frames_for(frames if frames is not None else min(16, int(generator.max_frames)))
 
 
 def make_roles(generator: str = "unified", estimator: str = "unified", model_path=None, device=None,
                steps: int = 25, guidance: float = 5.0, align: bool = False):
-    """(generator, estimator) by name; the unified ones share one model."""
-    if generator not in GENERATORS:
-        raise ValueError(f"unknown generator {generator!r}; this build has: {', '.join(GENERATORS)}")
+    """(generator, estimator) by name (see :func:`make_generator`); the unified ones share one
+    model. ``model_path``: the unified model's checkpoint (the generator's when it is unified,
+    the estimator's always)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown pose estimator {estimator!r}; this build has: {', '.join(ESTIMATORS)}")
-    gen = UnifiedInterpolator(steps=steps, guidance=guidance, model_path=model_path, device=device)
-    est = UnifiedPoseEstimator(share=gen.pipe, align=align) if estimator == "unified" else ColmapPoseEstimator()
-    return gen, est
+    gen = make_generator(generator, model_path=model_path, device=device, steps=steps, guidance=guidance)
+    if estimator == "colmap":
+        return gen, ColmapPoseEstimator()
+    if isinstance(gen, UnifiedGenerator):
+        return gen, UnifiedPoseEstimator(share=gen.pipe, align=align)
+    return gen, UnifiedPoseEstimator(model_path=model_path, device=device, align=align)

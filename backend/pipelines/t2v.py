@@ -27,10 +27,12 @@ class T2VPipeline(LazyModel):
     @property
     def text(self):
         if self._text is None:
+            from ..models.components import components_of
             from ..models.text import TextEncoder
 
             cfg = self.model.config
-            self._text = TextEncoder(cfg.text_encoder, max_length=cfg.model_max_length, device=self.device)
+            self._text = TextEncoder(components_of(cfg).text_encoder, max_length=cfg.model_max_length,
+                                     device=self.device)
         return self._text
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ from . import storage
 from .config import ServerConfig
 from .errors import ApiError, format_validation
 from .jobs import JobQueue
+from .models import ModelManager, add_model_routes
 from .tasks import TaskRegistry
 from .tasks.solve import engines_status
 from .uploads import IMAGE_EXTS, VIDEO_EXTS, UploadStore
@@ -211,11 +212,13 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
     uploads = UploadStore(config.uploads_dir, config.limits)
     jobs = JobQueue(config, registry, uploads)
     device = DeviceProbe(config.device, lambda: jobs.engine.facts)
+    models = ModelManager(lambda: (device.snapshot().get("gpu") or {}).get("memory_total"))
 
     @asynccontextmanager
     async def lifespan(_app):
         jobs.start()
         yield
+        models.stop()
         jobs.stop()
 
     app = FastAPI(
@@ -226,7 +229,7 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
                     "Errors are JSON: {\"error\": \"...\"}.",
         dependencies=[Depends(_documented_auth)],
     )
-    app.state.jobs, app.state.uploads = jobs, uploads
+    app.state.jobs, app.state.uploads, app.state.models = jobs, uploads, models
     app.add_middleware(TokenAuth, token=config.token)
     _add_error_handlers(app)
     _document_task_params(app, registry)
@@ -288,6 +291,7 @@ def create_app(config: ServerConfig, registry: TaskRegistry) -> FastAPI:
     def release():
         return jobs.release()
 
+    add_model_routes(app, models, _errors)
     return app
 
 

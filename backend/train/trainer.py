@@ -75,6 +75,7 @@ def train(args) -> dict:
     from diffusers.training_utils import EMAModel
 
     from . import data as data_mod
+    from ..models.components import components_of
     from ..models.text import TextEncoder
 
     from accelerate.utils import DistributedDataParallelKwargs
@@ -116,7 +117,7 @@ def train(args) -> dict:
         acc.print(f"resumed from {args.resume} at step {step}")
     unwrapped = acc.unwrap_model(model)
     cfg = unwrapped.config
-    text = TextEncoder(cfg.text_encoder, max_length=cfg.model_max_length, device=acc.device)
+    text = TextEncoder(components_of(cfg).text_encoder, max_length=cfg.model_max_length, device=acc.device)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**vars(args), "task_options": asdict(opts)}, indent=1, default=str))

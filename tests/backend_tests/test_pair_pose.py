@@ -192,7 +192,7 @@ class FakeEstimator:
         self.truth, self.pair_noise, self.calls = truth, pair_noise, []
         self.rng = np.random.default_rng(1)
 
-    def estimate(self, clips, K_first=None, K_last=None, progress=None):
+    def estimate(self, clips, K_first=None, K_last=None, progress=None, last_only=False):
         self.calls.append(len(clips))
         out = []
         for clip in clips:

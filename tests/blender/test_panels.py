@@ -104,7 +104,7 @@ def test_a_section_is_hidden_when_health_lacks_its_task(health, empty_scene):
     labels = {cls.bl_label for cls in bpy.types.Panel.__subclasses__()
               if getattr(cls, "bl_category", "") == "Parallax" and cls.is_registered}
     assert labels == {"Generate shot with camera", "Solve camera from clip", "Reconstruct dynamic scene",
-                      "Import result", "Backend"}
+                      "Pose from image pair", "Import result", "Backend"}
 
 
 def test_a_listed_but_unavailable_task_shows_the_backends_reason(health, empty_scene):

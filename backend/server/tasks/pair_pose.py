@@ -1,7 +1,8 @@
 """The ``pair_pose`` task: the relative pose of two images (InterPose, DESIGN section 6).
 
 Inputs: two images, A then B. The pipeline (``backend.pipelines.pair_pose``) generates in-between
-videos with the unified model, estimates B's pose from A on frame subsets of each and keeps the
+videos with the generator role (the unified model, or a first-last-frame hub model named by
+``params.generator``), estimates B's pose from A on frame subsets of each and keeps the
 most self-consistent answer. The job's bundle is a directory the pipeline writes in the job's
 work folder: the ``pair_pose`` bundle with the selected video as a ``generate`` bundle in its
 ``generated/`` folder (the server validates and zips the whole folder). The unified model is
@@ -34,7 +35,9 @@ class PairPoseParams(BaseModel):
     steps: int = Field(25, ge=1, le=100, description="denoising steps per video")
     guidance: float = Field(5.0, ge=0.0, le=20.0, description="classifier-free guidance (0: prompts ignored)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the first video (video i uses seed + i)")
-    generator: Literal["unified"] = Field("unified", description="video generator")
+    generator: str = Field("unified", min_length=1, max_length=1000,
+                           description="video generator: unified (the shipped model), or the catalogue id or "
+                                       "folder of a first-last-frame model (python -m backend models list)")
     estimator: Literal["unified", "colmap"] = Field("unified", description="pose estimator")
     intrinsics: Optional[list[float]] = Field(None, min_length=4, max_length=4,
                                               description="fx, fy, cx, cy of the camera of both images, in "
@@ -50,6 +53,19 @@ class PairPoseParams(BaseModel):
                 raise ValueError("intrinsics: the focal lengths fx and fy must be positive")
         return v
 
+    @field_validator("generator")
+    @classmethod
+    def _known_generator(cls, v: str) -> str:
+        """unified, a catalogue id or an existing folder, checked before the job is queued."""
+        import os
+
+        from ...hub.catalogue import catalogue
+
+        if v != "unified" and v not in catalogue() and not os.path.isdir(os.path.expanduser(v)):
+            raise ValueError(f"generator {v!r} is neither 'unified', a catalogue id (python -m backend models list) "
+                             "nor a model folder")
+        return v
+
     @model_validator(mode="after")
     def _k_fits(self):
         if self.videos and self.k is not None and self.k > self.frames:
@@ -58,12 +74,19 @@ class PairPoseParams(BaseModel):
 
 
 def _roles(ctx: JobContext, p: PairPoseParams):
-    """The generator and estimator on this server process's one copy of the model."""
+    """The generator and estimator: the unified ones on this server process's one copy of the
+    model; a hub generator loaded once and kept (the generate task's cache, one at a time)."""
     from ...pipelines.pair_roles import ColmapPoseEstimator, UnifiedInterpolator, UnifiedPoseEstimator
-    from .generate import pipeline
+    from .generate import hub_generator, pipeline
 
     t2v = pipeline(ctx)  # the generate task's loaded T2V pipeline (loaded here if not yet)
-    gen = UnifiedInterpolator(pipe=t2v, steps=p.steps, guidance=p.guidance)
+    if p.generator == "unified":
+        gen = UnifiedInterpolator(pipe=t2v, steps=p.steps, guidance=p.guidance)
+    else:
+        gen = hub_generator(ctx, p.generator)
+        if "flf2v" not in gen.supports:
+            raise ValueError(f"generator {p.generator!r} ({gen.name}) cannot make a video between two images; "
+                             "pair-pose needs a first-last-frame model")
     est = UnifiedPoseEstimator(share=t2v) if p.estimator == "unified" else ColmapPoseEstimator()
     return gen, est
 
@@ -75,8 +98,11 @@ def run(ctx: JobContext):
     p: PairPoseParams = ctx.params
     a, b = (str(u.path) for u in ctx.inputs)
     prepare_views(a, b, p.intrinsics)  # a bad image fails the job before the model loads
+    from ...pipelines.pair_roles import video_frames
+
     gen, est = _roles(ctx, p)
-    pipe = PairPosePipeline(gen, est, videos=p.videos, frames=p.frames, k=p.k, random_subsets=p.subsets, seed=p.seed)
+    frames = p.frames if p.generator == "unified" else video_frames(gen, p.frames)  # Wan 4k+1, LTX 8k+1
+    pipe = PairPosePipeline(gen, est, videos=p.videos, frames=frames, k=p.k, random_subsets=p.subsets, seed=p.seed)
     result = pipe(a, b, K=p.intrinsics, progress=ctx.progress)
     ctx.progress.check()
     return write_result(result, ctx.work_dir / "bundle")

@@ -32,6 +32,11 @@ class ReconstructParams(BaseModel):
     iterations: int = Field(500, ge=10, le=5000, description="Adam iterations of the joint alignment (Geo4D: 500)")
     multimodal: bool = Field(True, description="align point maps with disparity, ray trajectory and smoothness "
                                                "(Geo4D); false: point maps only")
+    model: Optional[str] = Field(None, min_length=1, max_length=1000,
+                                 description="catalogue id or model folder: a hub geometry model (e.g. Depth Anything "
+                                             "3) gives depth, cameras and confidence itself and the window options "
+                                             "above do not apply; our own checkpoint runs the windows (default: the "
+                                             "shipped parallax-tiny)")
 
     @model_validator(mode="after")
     def _window_fits_chunk(self):
@@ -61,14 +66,48 @@ def reconstructor(ctx):
     return load_once(ctx, ("reconstruct", ctx.device), build)
 
 
+def hub_geometry(ctx, model: str):
+    """``(geometry, None)`` for a hub geometry model or ``(None, model_path)`` for our own
+    checkpoint, loaded on the first job that names it and kept (one model at a time)."""
+    from ...pipelines.reconstruct_geometry import resolve_reconstructor
+
+    key = ("reconstruct-model", model, ctx.device)
+    if key not in ctx.cache:
+        for old in [k for k in ctx.cache if isinstance(k, tuple) and k[:1] == ("reconstruct-model",)]:
+            del ctx.cache[old]  # a second hub model replaces the first: GPU memory holds one
+    return load_once(ctx, key, lambda: resolve_reconstructor(model, ctx.device))
+
+
 def run(ctx: JobContext):
     """The job: returns the reconstruct Bundle."""
-    from ...geometry.align4d import POINTMAP_ONLY, ModalityWeights
-
     p: ReconstructParams = ctx.params
-    rec = reconstructor(ctx)
     first = ctx.inputs[0]
     source = str(first.path) if first.kind == "video" else [str(u.path) for u in ctx.inputs]
+    if p.model is not None:
+        geometry, model_path = hub_geometry(ctx, p.model)
+        if geometry is not None:
+            from ...pipelines.reconstruct_geometry import reconstruct_with_geometry
+
+            return reconstruct_with_geometry(geometry, source, progress=ctx.progress, start=p.start, stride=p.stride,
+                                             max_frames=p.max_frames)
+        if model_path is not None:
+            rec = load_once(ctx, ("reconstruct", ctx.device, model_path), lambda: _build(ctx, model_path))
+            return _run_unified(rec, source, p, ctx)
+    rec = reconstructor(ctx)
+    return _run_unified(rec, source, p, ctx)
+
+
+def _build(ctx, model_path):
+    from ...pipelines.reconstruct import Reconstructor
+
+    rec = Reconstructor(model_path=model_path, device=ctx.device)
+    rec.model  # noqa: B018 - load now
+    return rec
+
+
+def _run_unified(rec, source, p: ReconstructParams, ctx):
+    from ...geometry.align4d import POINTMAP_ONLY, ModalityWeights
+
     return rec.reconstruct(source, progress=ctx.progress, start=p.start, stride=p.stride, max_frames=p.max_frames,
                            window_stride=p.window_stride, chunk_frames=p.chunk_frames, iterations=p.iterations,
                            weights=ModalityWeights() if p.multimodal else POINTMAP_ONLY)

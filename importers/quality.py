@@ -1,0 +1,68 @@
+"""What an imported result says of its own quality, for the N-panel: summary lines, the frames
+it could not solve, and the engine's per-frame plot as a Blender image.
+
+Everything is computed at import and stored on the import's collection (``parallax_summary``,
+``parallax_unsolved_frames``, ``parallax_quality_plot``), so the panel only reads properties
+and never the bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+PLOT = "quality"  # the bundle's plots["quality"]: per-frame reprojection error and solved state
+
+
+def summary_lines(bundle, frame_start: int) -> list[str]:
+    """``Bundle.summary()`` for the panel: its "not solved" line goes (the panel lists those
+    frames itself, in scene frame numbers, from :func:`unsolved_frames`), and, when the engine
+    recorded them, the worst frame's reprojection error and the ``auto`` engine's choice with
+    its consistency scores come after."""
+    lines = [line for line in bundle.summary() if not line.startswith("not solved:")]
+    scores = bundle.scores or {}
+    errors = scores.get("frame_reprojection_error_px")
+    if isinstance(errors, list):
+        measured = [(e, i) for i, e in enumerate(errors) if isinstance(e, (int, float))]
+        if measured:
+            worst, at = max(measured)
+            lines.append(f"worst: frame {frame_start + at}, {worst:.2f} px")
+    auto = scores.get("auto")
+    if isinstance(auto, dict) and isinstance(auto.get("consistency"), dict):
+        ranked = sorted(((v, k) for k, v in auto["consistency"].items() if isinstance(v, (int, float))),
+                        reverse=True)
+        if ranked:
+            lines.append(f"auto chose {auto.get('chosen', ranked[0][1])}: consistency "
+                         + ", ".join(f"{k} {v:.2f}" for v, k in ranked))
+    return lines
+
+
+def unsolved_frames(bundle, frame_start: int) -> list[int]:
+    """Scene frame numbers of the frames without a solved camera."""
+    return [frame_start + c.index for c in bundle.cameras or [] if c.c2w is None]
+
+
+def load_plot(name: str, png: Path) -> bpy.types.Image:
+    """The plot as an image (kept in the .blend, so the panel still shows it after the bundle
+    folder moves), with its preview requested for the panel's icon."""
+    image = bpy.data.images.load(str(png), check_existing=False)
+    image.name = name
+    image.pack()
+    image.preview_ensure()
+    return image
+
+
+def frame_ranges(frames: list[int]) -> str:
+    """[2, 3, 4, 9] -> "2-4, 9"."""
+    out, run = [], []
+    for f in sorted(frames):
+        if run and f == run[-1] + 1:
+            run.append(f)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [f]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
