@@ -96,14 +96,22 @@ def pair_pose(image_a: str, image_b: str, *, videos: int = 4, frames: int = 16, 
 
 
 def generate(prompt: str, frames: int = 16, seed: int = 0, *, steps: int = 25, guidance: float = 5.0,
-             camera: bool = True, keyframes=(), wait: bool = True) -> Optional[bpy.types.Collection]:
+             camera: bool = True, keyframes=(), model: Optional[str] = None, geometry: Optional[str] = None,
+             wait: bool = True) -> Optional[bpy.types.Collection]:
     """Generate a shot (and its camera unless ``camera=False``) from ``prompt`` and import it.
 
-    ``frames`` 2..16 (the model's window), ``steps`` 1..100, ``guidance`` 0..20;
-    ``keyframes``: up to two image paths kept as the first (and last) frame.
+    ``frames`` 2..16 (the model's window; a hub model rounds it to a count it makes, e.g. 4k+1),
+    ``steps`` 1..100, ``guidance`` 0..20; ``keyframes``: up to two image paths kept as the first
+    (and last) frame. ``model``: the generator, None or "parallax-tiny" for the built-in model
+    (frames and cameras in one pass), else an installed catalogue id (Preferences > Parallax:
+    models) or a model folder; ``geometry``: the model whose cameras another generator's shot
+    gets (a catalogue id or folder; default parallax-tiny's V2C). The collection's
+    ``parallax_summary`` says which model made the frames and which the cameras.
     """
-    params = {"prompt": prompt, "frames": frames, "seed": seed, "steps": steps, "guidance": guidance,
-              "camera": camera}
+    local = backend_link.prefs().backend_mode == "LOCAL"
+    params = jobs.generate_params(prompt, frames, seed, steps, guidance, camera,
+                                  model=jobs.generator_param(model or "", local=local),
+                                  geometry=jobs.model_folder(geometry, local) if geometry else None)
     return _run("generate", [bpy.path.abspath(str(k)) for k in keyframes], params, wait)
 
 

@@ -206,6 +206,9 @@ class Bundle:
         unsolved = src.get("unregistered_frames") or [c.index for c in self.cameras or [] if c.c2w is None]
         if unsolved:
             lines.append(f"not solved: frames {_ranges(unsolved)}")
+        still = src.get("still_frames")  # repeats of the frame before: no motion to see
+        if isinstance(still, list) and still and all(isinstance(i, int) for i in still):
+            lines.append(f"still: frames {_ranges(still)} repeat the frame before (no camera motion there)")
         empty = s.get("frames_without_points") or []
         if empty:
             lines.append(f"no confident points: {len(empty)} frames ({_ranges(empty)})")

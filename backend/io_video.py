@@ -151,6 +151,24 @@ def check_solvable(clip: Clip, min_frames: int = 2, require_change: bool = True)
                          "camera motion to solve")
 
 
+def still_frames(frames: Sequence[np.ndarray], tolerance: float = MIN_CHANGE) -> list[int]:
+    """Indices of the frames that repeat the frame before them: a freeze frame, a duplicated
+    frame from a frame-rate conversion, or a camera that stopped. "Repeat" means a mean
+    |difference| under ``tolerance`` grey levels (on every second pixel: a still frame differs
+    nowhere, a moving one almost everywhere).
+
+    A solver cannot see motion there; COLMAP registers such frames exactly at the pose of the
+    frame they repeat (measured: 20 copies of one frame in a 36-frame orbit, pose difference
+    1e-16). The list goes into the bundle so that the user knows why the camera holds still."""
+    out, previous = [], None
+    for i, frame in enumerate(frames):
+        grey = np.asarray(frame)[::2, ::2].astype(np.float32).mean(-1)
+        if previous is not None and float(np.abs(grey - previous).mean()) < tolerance:
+            out.append(i)
+        previous = grey
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 
 

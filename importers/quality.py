@@ -19,8 +19,11 @@ def summary_lines(bundle, frame_start: int) -> list[str]:
     """``Bundle.summary()`` for the panel: its "not solved" line goes (the panel lists those
     frames itself, in scene frame numbers, from :func:`unsolved_frames`), and, when the engine
     recorded them, the worst frame's reprojection error and the ``auto`` engine's choice with
-    its consistency scores come after."""
+    its consistency scores come after; a generated shot says which models made it (:func:`roles_line`)."""
     lines = [line for line in bundle.summary() if not line.startswith("not solved:")]
+    roles = roles_line(bundle.source or {})
+    if roles:
+        lines.append(roles)
     scores = bundle.scores or {}
     errors = scores.get("frame_reprojection_error_px")
     if isinstance(errors, list):
@@ -36,6 +39,25 @@ def summary_lines(bundle, frame_start: int) -> list[str]:
             lines.append(f"auto chose {auto.get('chosen', ranked[0][1])}: consistency "
                          + ", ".join(f"{k} {v:.2f}" for v, k in ranked))
     return lines
+
+
+def roles_line(source: dict) -> str | None:
+    """Which model made a generated shot's frames and which its cameras, from the bundle's
+    ``source["generator"]`` / ``["geometry"]`` (``{"name", "model_id"}``); None for other results."""
+
+    def who(role) -> str:
+        model = str(role.get("model_id") or role.get("name") or "?")
+        model = Path(model).name if "/" in model or "\\" in model else model  # a folder: its name
+        return model[:80]
+
+    generator, geometry = source.get("generator"), source.get("geometry")
+    if not isinstance(generator, dict):
+        return None
+    if not isinstance(geometry, dict):
+        return f"frames by {who(generator)}, no cameras"
+    if source.get("one_pass"):
+        return f"frames and cameras by {who(generator)}, in one pass"
+    return f"frames by {who(generator)}, cameras by {who(geometry)}"
 
 
 def unsolved_frames(bundle, frame_start: int) -> list[int]:

@@ -68,6 +68,95 @@ def reconstruct_params(start: int = 0, stride: int = 1, max_frames: Optional[int
     return params
 
 
+# -- generate: which model makes the frames ------------------------------------------------
+
+BUILTIN_GENERATOR = "parallax-tiny"  # the unified model: frames and cameras in one pass
+
+
+def _listed_models() -> dict:
+    """{id: entry} of the backend's model catalogue as the model manager last fetched it
+    (``GET /v1/models``, cached in ``operators.models.Models``); empty before a fetch."""
+    from .models import Models
+
+    return {m.get("id"): m for m in (Models.data or {}).get("models", []) if isinstance(m, dict)}
+
+
+def _makes_shots(entry: dict) -> bool:
+    return entry.get("role") == "generator" and "t2v" in (entry.get("tasks") or [])
+
+
+def generator_choices() -> list[tuple[str, str]]:
+    """What the Model field offers, as (value, description): the built-in model first, then each
+    installed catalogue generator that makes video from text, as the backend last listed them."""
+    choices = [(BUILTIN_GENERATOR, "built in: frames and cameras in one pass")]
+    for model_id, entry in _listed_models().items():
+        if model_id != BUILTIN_GENERATOR and _makes_shots(entry) and entry.get("installed"):
+            choices.append((model_id, str(entry.get("title") or model_id)))
+    return choices
+
+
+def model_title(value: str) -> str:
+    """A model's name for the panel: its catalogue title, else the id or the folder's name."""
+    entry = _listed_models().get(value)
+    if entry is not None and entry.get("title"):
+        return str(entry["title"])
+    return (Path(value).name or value) if _is_path(value) else value
+
+
+def _is_path(value: str) -> bool:
+    # catalogue ids are lower-case words without separators (backend/hub/catalogue.py)
+    return any(sep in value for sep in ("/", "\\")) or value.startswith(("~", "."))
+
+
+def generator_param(value: str, local: bool = True) -> Optional[str]:
+    """The generate job's ``model`` for the Model field's ``value``: None for the built-in model
+    (the backend's default; naming it would make the backend run the cameras as a second pass),
+    a catalogue id as given, a folder as an absolute path. ``local``: the backend runs on this
+    machine, so a folder must exist here. Raises ValueError saying what to choose instead."""
+    value = str(value or "").strip()
+    if not value or value == BUILTIN_GENERATOR:
+        return None
+    entry = _listed_models().get(value)
+    if entry is not None:
+        if not _makes_shots(entry):
+            raise ValueError(f"{value} is a {entry.get('role')} model ({', '.join(entry.get('tasks') or [])}); a shot "
+                             "needs a text-to-video generator: " + ", ".join(v for v, _ in generator_choices()))
+        if not entry.get("installed"):
+            raise ValueError(f"{value} is not downloaded yet: download it in Preferences > Add-ons > Parallax "
+                             "(Models), then generate again")
+        return value
+    return model_folder(value, local)
+
+
+def model_folder(value: str, local: bool = True) -> str:
+    """A model named by the user as the backend reads it: a folder given here becomes absolute
+    (``//`` is the .blend's folder, ``~`` the home) and must exist when the backend is ``local``;
+    anything else (a catalogue id, a folder on a remote backend) goes as it is, for the backend
+    to check. Raises ValueError for a local folder that is not there."""
+    value = str(value).strip()
+    if not _is_path(value) or not local:
+        return value
+    path = Path(bpy.path.abspath(value)).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"no model folder at {str(path)!r}: choose an installed model, or a folder in the "
+                         "hub's layout (model_index.json inside)")
+    return str(path)
+
+
+def generate_params(prompt: str, frames: int = 16, seed: int = 0, steps: int = 25, guidance: Optional[float] = None,
+                    camera: bool = True, model: Optional[str] = None, geometry: Optional[str] = None) -> dict:
+    """The generate task's parameters; ``model`` / ``geometry`` None leave them to the backend
+    (the built-in model, and for another generator the built-in model's cameras)."""
+    params = {"prompt": prompt, "frames": int(frames), "seed": int(seed), "steps": int(steps), "camera": bool(camera)}
+    if guidance is not None:
+        params["guidance"] = float(guidance)
+    if model:
+        params["model"] = model
+    if geometry:
+        params["geometry"] = geometry
+    return params
+
+
 def results_dir() -> Path:
     """Bundles stay on disk (the plate reads their frames): beside the .blend once saved."""
     if bpy.data.filepath:
@@ -254,8 +343,13 @@ class PARALLAX_OT_generate_shot(_JobOperator, bpy.types.Operator):
         if not s.gen_prompt.strip():
             self.report({"ERROR"}, "write a prompt first")
             return {"CANCELLED"}
-        return self.launch(context, "generate", [], {"prompt": s.gen_prompt, "frames": s.gen_frames,
-                                                     "seed": s.gen_seed, "steps": s.gen_steps})
+        try:
+            model = generator_param(s.gen_model, local=backend_link.prefs(context).backend_mode == "LOCAL")
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        return self.launch(context, "generate", [], generate_params(s.gen_prompt, s.gen_frames, s.gen_seed,
+                                                                    s.gen_steps, model=model))
 
 
 class PARALLAX_OT_reconstruct_scene(_JobOperator, bpy.types.Operator):

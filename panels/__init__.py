@@ -10,7 +10,8 @@ import bpy
 from .. import backend_link
 from ..importers.options import copy_options
 from ..importers.quality import frame_ranges
-from ..operators.jobs import Job
+from ..operators.jobs import BUILTIN_GENERATOR, Job, model_title
+from ..operators.models import Models
 from ..package import addon_package
 
 
@@ -150,9 +151,32 @@ class PARALLAX_PT_generate(_TaskPanel, bpy.types.Panel):
     def draw_inputs(self, layout, s):
         layout.prop(s, "gen_prompt", text="")
         row = layout.row(align=True)
+        row.prop(s, "gen_model")
+        row.operator("parallax.refresh_models", text="", icon="FILE_REFRESH")
+        self.draw_roles(layout, s.gen_model)
+        row = layout.row(align=True)
         row.prop(s, "gen_frames")
         row.prop(s, "gen_steps")
         row.prop(s, "gen_seed")
+
+    def draw_roles(self, layout, value) -> None:
+        """Which model will make the frames and which the cameras (the result's own readout,
+        from its bundle, shows under it after the import), and the state of the model list."""
+        col = layout.column(align=True)
+        ours = model_title(BUILTIN_GENERATOR)
+        value = value.strip()
+        if not value or value == BUILTIN_GENERATOR:
+            col.label(text=f"Frames and cameras: {ours}, in one pass", icon="INFO")
+        else:
+            col.label(text=f"Frames: {model_title(value)}", icon="INFO")
+            col.label(text=f"Cameras: {ours}, from the generated frames")
+        if Models.checking:
+            col.label(text="Asking the backend for its models...", icon="SORTTIME")
+        elif Models.error:
+            for line in _wrap(f"Models: {Models.error}"):
+                col.label(text=line)
+        elif Models.data is None:
+            col.label(text="Refresh to list the installed generators")
 
 
 class PARALLAX_PT_solve(_TaskPanel, bpy.types.Panel):

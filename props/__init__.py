@@ -71,6 +71,13 @@ class ParallaxPreferences(bpy.types.AddonPreferences):
                 col.label(text=line[-160:])
 
 
+def _generator_suggestions(self, context, edit_text):
+    """The Model field's suggestions, as (value, description)."""
+    from ..operators.jobs import generator_choices  # operators/ imports props/: imported when used
+
+    return generator_choices()
+
+
 @with_import_options  # scale, align_to_floor, ...: one property per ImportOptions field
 class ParallaxSceneSettings(bpy.types.PropertyGroup):
     bundle_path: StringProperty(name="Bundle", subtype="FILE_PATH",
@@ -105,6 +112,14 @@ class ParallaxSceneSettings(bpy.types.PropertyGroup):
                           description="Random seed: the same seed and settings give the same shot")
     gen_steps: IntProperty(name="Steps", default=25, min=1, max=100,
                            description="Denoising steps: fewer is faster, more is cleaner")
+    # Free text with suggestions: the built-in model, the backend's installed text-to-video
+    # generators (the model manager's cached list), or any model folder typed in.
+    gen_model: StringProperty(name="Model", default="parallax-tiny", search=_generator_suggestions,
+                              search_options={"SUGGESTION"},
+                              description="The video model that makes the frames: parallax-tiny (built in: frames "
+                                          "and cameras in one pass), an installed catalogue generator (Preferences "
+                                          "> Parallax: models; refresh to list them), or a model folder in the "
+                                          "hub's layout. Another model's cameras come from parallax-tiny's V2C")
     # Pose from an image pair (InterPose). Bounds and defaults as the backend's pair_pose task
     # validates them (backend/server/tasks/pair_pose.py).
     image_a: StringProperty(name="Image A", subtype="FILE_PATH",

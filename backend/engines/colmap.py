@@ -29,9 +29,12 @@ conventions:
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +43,7 @@ from typing import Optional
 import numpy as np
 
 from ..bundle import Bundle, CameraFrame, PointFrame
-from ..io_video import check_solvable, load_clip
+from ..io_video import check_solvable, load_clip, still_frames
 from .colmap_select import VerifiedMatches, pick, read_verified_matches
 from ..runtime import Cancelled, Progress
 from .base import EngineError, NothingRegistered, TooFewFrames
@@ -88,6 +91,14 @@ PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 # terms traded off against the focal (125 px for 222) and lost accuracy (mAA@30 0.61 / 0.91).
 LENSES = ("auto", "pinhole", "distorted")
 DEFAULT_LENS = "auto"
+# COLMAP's work folder (frames, database, models) is named with the solving process's id, so
+# that a folder left behind by a process that was killed (the service ends an engine that does
+# not stop within its grace after a cancel; the OOM killer) is removed by a later solve once
+# that process is gone and the folder has not changed for STALE_WORK_S.
+WORK_PREFIX = "parallax-colmap-"
+STALE_WORK_S = 600.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -242,7 +253,7 @@ class ColmapEngine:
         reader, _ = _reader(pycolmap, K_known, models[0][1])
         fixed = K_known is not None and not refine_intrinsics
 
-        with tempfile.TemporaryDirectory(prefix="parallax-colmap-") as tmp:
+        with work_folder() as tmp:
             root = Path(workdir) if workdir is not None else Path(tmp)
             images, database, sparse = root / "images", root / "database.db", root / "sparse"
             images.mkdir(parents=True, exist_ok=True)
@@ -298,6 +309,36 @@ class ColmapEngine:
                       model_id=(f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}"
                                 + ("" if features == "sift" else f" + {FEATURE_NAMES[features]}")),
                       width=w, height=h)
+
+
+def work_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder for one solve, ``parallax-colmap-<pid>-*``, after removing the stale
+    ones of processes that ended without cleaning up (:func:`remove_stale_work_folders`)."""
+    remove_stale_work_folders()
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
+
+
+def remove_stale_work_folders(root: Optional[Path] = None, stale_s: float = STALE_WORK_S) -> list[Path]:
+    """Remove (and return) the work folders under ``root`` (the temporary folder) whose process
+    is gone and which have not changed for ``stale_s`` seconds. Only folders named as
+    :func:`work_folder` names them are touched: folders of older versions (no process id) and
+    anything else are left alone."""
+    import psutil
+
+    root = Path(tempfile.gettempdir()) if root is None else Path(root)
+    removed = []
+    for folder in root.glob(f"{WORK_PREFIX}*-*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or psutil.pid_exists(int(pid)):
+            continue
+        try:
+            if not folder.is_dir() or folder.is_symlink() or time.time() - folder.stat().st_mtime < stale_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def lens_models(lens: str, camera_model: Optional[str], K_known: Optional[np.ndarray]) -> list[tuple[str, str]]:
@@ -403,7 +444,10 @@ def _choose_lens(results: dict, models: list, lens: str, known: bool, w: int, h:
 
 
 def to_bundle(solved: Solved, frames: list, engine: str, fps: float, source: dict) -> Bundle:
-    """The result bundle of a solve: cameras, points, and its quality per frame and overall."""
+    """The result bundle of a solve: cameras, points, and its quality per frame and overall.
+    ``source["still_frames"]`` lists the frames that repeat the frame before them (a freeze
+    frame, a stopped camera): COLMAP places them at that frame's pose, and the bundle's summary
+    says so, so that a camera holding still is explained rather than suspected."""
     rec, n = solved.rec, len(solved.names)
     K_fixed = solved.K_known if not solved.refine_intrinsics else None
     cameras, points, info = _to_parallax(rec, solved.names, K_fixed, solved.width, solved.height,
@@ -422,9 +466,9 @@ def to_bundle(solved: Solved, frames: list, engine: str, fps: float, source: dic
     return Bundle(
         task="solve", width=solved.width, height=solved.height, frame_count=n, fps=fps, engine=engine,
         model_id=solved.model_id,
-        source={**source, "features": solved.features, "mapper": solved.mapper, "mapper_option": solved.mapper_option,
-                **info, "lens": lens, "mappers_tried": solved.tried, "epipolar_support": solved.support,
-                **solved.info},
+        source={**source, "still_frames": still_frames(frames), "features": solved.features,
+                "mapper": solved.mapper, "mapper_option": solved.mapper_option, **info, "lens": lens,
+                "mappers_tried": solved.tried, "epipolar_support": solved.support, **solved.info},
         scores=scores, frames=frames, cameras=cameras, points=points, undistorted=undistorted,
         plots=quality_plots(scores))
 
@@ -677,9 +721,14 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
         while thread.is_alive():
             thread.join(0.25)
             prog(pending[0] if pending and pending[0] is not None else at)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):
+        # COLMAP stops before the caller unwinds: the work folder is removed on the way out,
+        # and a COLMAP thread still running when the interpreter exits aborts the process
+        # (Ctrl-C during mapping printed "error: interrupted", then SIGABRT, exit 134).
         if token is not None:
             token.cancel()
+        else:
+            log.warning("stopping: waiting for COLMAP's %s, which cannot be cancelled, to finish", fn.__name__)
         thread.join()
         raise
     if "value" in error:

@@ -60,6 +60,13 @@ def describe(entry, state: dict, gpu: int | None) -> dict:
     return dict(entry.to_json(), **state, fits=entry.fits(gpu))
 
 
+def _size(nbytes: int) -> str:
+    """What a download costs: 17.6G, 600M below a gigabyte, "-" for nothing (bundled)."""
+    if not nbytes:
+        return "-"
+    return f"{nbytes / GB:.1f}G" if nbytes >= GB else f"{nbytes / 1e6:.0f}M"
+
+
 def _list(args) -> int:
     from .download import model_state, offline
 
@@ -78,7 +85,7 @@ def _list(args) -> int:
             installed = "bundled"
         fits = {True: "yes", False: "no", None: "-"}[r["fits"]]
         flags = f" [{', '.join(r['licence_flags'])}]" if r["licence_flags"] else ""
-        print(f"{r['id']:<24}{r['role']:<10}{installed:<16}{r['download_bytes'] / GB:>8.1f}G{r['vram_gb']:>7.1f}G  "
+        print(f"{r['id']:<24}{r['role']:<10}{installed:<16}{_size(r['download_bytes']):>9}{r['vram_gb']:>7.1f}G  "
               f"{fits:<5}{r['licence']}{flags}")
     if gpu is None:
         print("\nFITS '-': no CUDA GPU found here.")

@@ -339,7 +339,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        if exc.status_code == 400 and request.url.path == "/v1/jobs":  # body not even decodable
+        # FastAPI's own 400 for a JSON body it cannot even decode (any route with a body)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             return JSONResponse({"error": "the request body is not valid JSON (it could not be parsed; "
                                           "send UTF-8 JSON as application/json)"}, 422)
         if exc.status_code == 404:

@@ -9,7 +9,7 @@ import pytest
 
 OPERATOR_ONLY = {"rna_type", "filepath", "filter_glob"}  # the file browser's, not import options
 SCENE_ONLY = {"rna_type", "name", "bundle_path"}
-JOB_INPUT_PREFIXES = ("solve_", "gen_", "recon_")  # the task sections' inputs
+JOB_INPUT_PREFIXES = ("solve_", "gen_", "recon_", "pair_", "image_a", "image_b")  # the task sections' inputs
 
 
 def _describe(prop) -> dict:
