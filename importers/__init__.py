@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import bpy
 import numpy as np
@@ -50,6 +50,29 @@ def collection_name(bundle_path: str | Path) -> str:
     return f"Parallax {p.stem if p.suffix.lower() == '.zip' else p.resolve().name}"
 
 
+def all_or_nothing(scene, bundle: Bundle, build: Callable[[], "bpy.types.Collection"]) -> "bpy.types.Collection":
+    """Run ``build`` (which makes an import's data-blocks and returns its collection) so that the
+    import is all or nothing. The earlier import of this bundle stays until the new one is
+    complete, under other names so the new data-blocks get the proper ones; a failure removes
+    what ``build`` made and puts the earlier import and the scene settings back as they were."""
+    earlier = _earlier_import(bundle)
+    old_names = _rename_aside(earlier)
+    saved = _scene_state(scene)
+    before = _snapshot()
+    try:
+        coll = build()
+        _tag_new(before, bundle.id)
+    except BaseException:
+        _discard_new(before)
+        _restore_scene(scene, saved)
+        for id_, old_name in old_names:
+            id_.name = old_name
+        raise
+    if earlier:
+        bpy.data.batch_remove(earlier)
+    return coll
+
+
 def import_bundle(context, path: str | Path, options: ImportOptions | None = None) -> bpy.types.Collection:
     """Import a bundle directory (or zip) into ``context.scene``; returns its collection."""
     options = options or ImportOptions()
@@ -63,23 +86,7 @@ def import_bundle(context, path: str | Path, options: ImportOptions | None = Non
     scene = context.scene
     name = collection_name(source if source.is_file() else bundle.path)
 
-    # The earlier import of this bundle stays until the new one is complete, under other
-    # names so the new data-blocks get the proper ones; a failure puts it back as it was.
-    earlier = _earlier_import(bundle)
-    old_names = _rename_aside(earlier)
-    saved = _scene_state(scene)
-    before = _snapshot()
-    try:
-        coll = _build(scene, bundle, options, plan, name)
-        _tag_new(before, bundle.id)
-    except BaseException:
-        _discard_new(before)
-        _restore_scene(scene, saved)
-        for id_, old_name in old_names:
-            id_.name = old_name
-        raise
-    if earlier:
-        bpy.data.batch_remove(earlier)
+    coll = all_or_nothing(scene, bundle, lambda: _build(scene, bundle, options, plan, name))
     coll["parallax_warnings"] = _warnings(bundle, options)
     # The panel shows the result's quality from these (see quality.py).
     coll["parallax_summary"] = quality.summary_lines(bundle, FRAME_START)

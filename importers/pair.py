@@ -69,8 +69,7 @@ def scene_baseline(scene) -> float:
 
 def import_pair(context, source: Path, bundle: Bundle, options: ImportOptions) -> bpy.types.Collection:
     """Import a read ``pair_pose`` bundle into ``context.scene``; returns its collection."""
-    from . import (_check_blender_ranges, _discard_new, _earlier_import, _Plan, _rename_aside, _restore_scene,
-                   _scene_state, _snapshot, _tag_new, collection_name)
+    from . import _check_blender_ranges, _Plan, all_or_nothing, collection_name
 
     t0 = time.perf_counter()
     plan = _plan(bundle, options, scene_baseline(context.scene))
@@ -82,25 +81,12 @@ def import_pair(context, source: Path, bundle: Bundle, options: ImportOptions) -
     scene = context.scene
     name = collection_name(source if source.is_file() else bundle.path)
 
-    earlier = _earlier_import(bundle)
-    old_names = _rename_aside(earlier)
-    saved = _scene_state(scene)
-    before = _snapshot()
-    try:
-        coll = _build(scene, bundle, options, plan, name)
-        _tag_new(before, bundle.id)
-    except BaseException:
-        _discard_new(before)
-        _restore_scene(scene, saved)
-        for id_, old_name in old_names:
-            id_.name = old_name
-        raise
-    if earlier:
-        bpy.data.batch_remove(earlier)
+    coll = all_or_nothing(scene, bundle, lambda: _build(scene, bundle, options, plan, name))
     facts = pair_facts(bundle, plan.baseline)
     coll["parallax_pair"] = facts
     coll["parallax_summary"] = summary_lines(facts)
     coll["parallax_warnings"] = _warnings(plan)
+    coll["parallax_imported_at"] = time.time()  # the panel shows the latest import's readout
     coll["parallax_import_seconds"] = time.perf_counter() - t0
     return coll
 
