@@ -94,7 +94,7 @@ BUNDLE_ENTRIES = ("bundle.json", "cameras.json", "video.mp4", "frames", "points"
                   EXTRACTION_MARKER)
 MAX_PLOTS = 16
 MAX_DIST = 100.0  # |coefficient|: real lenses are below ~2; larger is a failed estimate, not a lens
-EXPORT_ENTRIES = ("colmap", "transforms.json", "trajectory.tum", "points.ply")
+EXPORT_ENTRIES = ("colmap", "transforms.json", "trajectory.tum", "points.ply", "depth_png", "points_ply")
 _PART_FILE = re.compile(r"\d{6}\.(png|npz)")
 _PLOT_FILE = re.compile(r"[a-z0-9_]{1,40}\.png")
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -234,19 +234,25 @@ def _ranges(indices) -> str:
 # PNG, with zlib only: the backend writes frames and Blender reads them natively.
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) or (H, W, 4) uint8 array as PNG."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
-        raise ValueError(f"expected (H, W, 3|4) uint8 image, got shape {rgb.shape}")
-    h, w, c = rgb.shape
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * c)], axis=1)
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) or (H, W, 4) uint8 array as PNG, or an (H, W) uint16 array as a
+    16-bit greyscale PNG (the depth maps nerfstudio reads)."""
+    image = np.asarray(image)
+    if image.ndim == 2 and image.dtype == np.uint16:
+        h, w = image.shape
+        rows, depth, colour_type = image.astype(">u2").view(np.uint8).reshape(h, w * 2), 16, 0
+    else:
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an (H, W, 3|4) uint8 or (H, W) uint16 image, got shape {image.shape}")
+        h, w, c = image.shape
+        rows, depth, colour_type = image.reshape(h, w * c), 8, (2 if c == 3 else 6)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    colour_type = 2 if c == 3 else 6
-    header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b""))
 

@@ -11,8 +11,15 @@
   pixel index + 0.5); camera_model OPENCV with the clip's k1, k2, p1, p2 (and k3) at the top
   level, where nerfstudio's dataparser reads one distortion for all frames (per frame when the
   frames' distortions differ).
+  With depth in the bundle (reconstruct, generate, unified solves), each frame also gets
+  ``depth_file_path``: a 16-bit greyscale PNG in ``depth_png/`` beside the file, holding depth
+  in thousandths of the bundle's unit (0 where unknown), which is what nerfstudio's
+  ``depth_unit_scale_factor`` (default 1e-3) turns back into units.
+- Depth maps alone (``depth``): the same 16-bit PNGs, for COLMAP-based tools and any other user.
 - TUM trajectory: ``timestamp tx ty tz qx qy qz qw`` of camera-to-world, one frame a line.
-- PLY: binary little-endian vertices with float xyz, uchar rgb and float confidence.
+- PLY: binary little-endian vertices with float xyz, uchar rgb and float confidence; all frames
+  in one file (``ply``), or one file per frame (``ply-frames``: a 4D result's points change
+  with the frame, and a 4D point's "dynamic" flag is kept as a uchar property).
 
 Unsolved frames (c2w None) are left out of every export.
 """
@@ -25,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, rotation_to_quaternion
+from .bundle import Bundle, encode_png, rotation_to_quaternion
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -132,11 +139,35 @@ def _tracked_points(bundle: Bundle, cams, observations: dict) -> list[str]:
             for pid, ((x, y, z), (r, g, b)) in sorted(first.items())]
 
 
+# Depth PNGs: uint16 thousandths of the bundle's unit. A bundle's scene is about one unit deep
+# (world = the first camera, median depth 1 for solves), so this keeps 0.001-unit steps up to
+# 65 units; farther depth is clipped to the largest value and nothing wraps.
+DEPTH_PNG_SCALE = 1000.0
+DEPTH_PNG_DIR = "depth_png"
+
+
+def export_depth(bundle: Bundle, out_dir: str | Path) -> Path:
+    """Each solved frame's depth as ``out_dir/%06d.png`` (16-bit, thousandths of a unit)."""
+    out = Path(out_dir)
+    if not bundle.depth:
+        raise ValueError("this bundle has no depth maps (reconstruct, generate and unified solves have them)")
+    out.mkdir(parents=True, exist_ok=True)
+    for c in _solved(bundle):
+        d = np.asarray(bundle.depth[c.index].depth, np.float64)
+        known = np.isfinite(d) & (d > 0)
+        mm = np.where(known, np.clip(np.rint(d * DEPTH_PNG_SCALE), 1, 65535), 0).astype(np.uint16)
+        (out / f"{c.index:06d}.png").write_bytes(encode_png(mm))
+    return out
+
+
 def export_nerfstudio(bundle: Bundle, path: str | Path) -> Path:
     """nerfstudio ``transforms.json``; image paths are relative to the file, wherever it is
-    written (nerfstudio resolves them against the file's folder)."""
+    written (nerfstudio resolves them against the file's folder). With depth, its PNGs go to
+    ``depth_png/`` beside the file and each frame names its own."""
     path = Path(path)
     cams = _solved(bundle)
+    if bundle.depth:
+        export_depth(bundle, path.parent / DEPTH_PNG_DIR)
     dists = {tuple(c.dist) if c.dist is not None else (0.0, 0.0, 0.0, 0.0) for c in cams}
     shared = dists.pop() if len(dists) == 1 else None  # one lens for the clip (what the engines give)
     frames = []
@@ -149,6 +180,7 @@ def export_nerfstudio(bundle: Bundle, path: str | Path) -> Path:
                        "transform_matrix": c2w_gl.tolist(),
                        "fl_x": c.fx, "fl_y": c.fy, "cx": c.cx + 0.5, "cy": c.cy + 0.5,
                        "w": bundle.width, "h": bundle.height,
+                       **({"depth_file_path": f"{DEPTH_PNG_DIR}/{c.index:06d}.png"} if bundle.depth else {}),
                        **({} if shared is not None else _nerfstudio_dist(c.dist))})
     # nerfstudio takes the distortion from the top level when any of k1..k4, p1, p2 is there,
     # and from each frame otherwise
@@ -183,20 +215,39 @@ def export_tum(bundle: Bundle, path: str | Path) -> Path:
 def export_ply(bundle: Bundle, path: str | Path, max_points: int = 0, seed: int = 0) -> Path:
     """All frames' points as one binary PLY (``max_points`` > 0 subsamples uniformly)."""
     path = Path(path)
-    xyz, rgb, conf = _all_points(bundle, max_points, seed)
-    vertex = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"),
-                                       ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")])
-    vertex["x"], vertex["y"], vertex["z"] = xyz.T
-    vertex["red"], vertex["green"], vertex["blue"] = rgb.T
-    vertex["confidence"] = conf
+    _write_ply(path, *_all_points(bundle, max_points, seed))
+    return path
+
+
+def export_ply_frames(bundle: Bundle, out_dir: str | Path) -> Path:
+    """One binary PLY per frame with points (``out_dir/%06d.ply``), with a ``dynamic`` uchar
+    property when the bundle flags moving points."""
+    out = Path(out_dir)
+    if not bundle.points:
+        raise ValueError("this bundle has no points")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(bundle.points):
+        if len(p.xyz):
+            _write_ply(out / f"{i:06d}.ply", p.xyz, p.rgb, p.conf, p.dynamic)
+    return out
+
+
+def _write_ply(path: Path, xyz, rgb, conf, dynamic=None) -> None:
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+              ("confidence", "<f4")] + ([("dynamic", "u1")] if dynamic is not None else [])
+    vertex = np.empty(len(xyz), dtype=fields)
+    vertex["x"], vertex["y"], vertex["z"] = np.asarray(xyz, np.float32).T
+    vertex["red"], vertex["green"], vertex["blue"] = np.asarray(rgb, np.uint8).T
+    vertex["confidence"] = np.asarray(conf, np.float32)
+    if dynamic is not None:
+        vertex["dynamic"] = np.asarray(dynamic, bool)
+    types = {"<f4": "float", "u1": "uchar"}
     header = ("ply\nformat binary_little_endian 1.0\ncomment Parallax result bundle export\n"
-              f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float confidence\n"
-              "end_header\n")
+              f"element vertex {len(vertex)}\n" + "".join(f"property {types[t]} {n}\n" for n, t in fields)
+              + "end_header\n")
     with open(path, "wb") as f:
         f.write(header.encode("ascii"))
         f.write(vertex.tobytes())
-    return path
 
 
 def _all_points(bundle: Bundle, max_points: int, seed: int):
@@ -216,4 +267,10 @@ EXPORTERS = {
     "nerfstudio": (export_nerfstudio, "transforms.json"),
     "tum": (export_tum, "trajectory.tum"),
     "ply": (export_ply, "points.ply"),
+    "ply-frames": (export_ply_frames, "points_ply"),
+    "depth": (export_depth, DEPTH_PNG_DIR),
 }
+# Formats whose output is a folder (an existing --out folder is the output, not its parent).
+FOLDER_FORMATS = ("colmap", "ply-frames", "depth")
+# Formats that read the bundle's depth maps.
+DEPTH_FORMATS = ("nerfstudio", "depth")

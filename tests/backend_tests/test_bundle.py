@@ -327,3 +327,47 @@ def test_bad_distortion_and_plots_are_refused(tmp_path):
     (out / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(B.BundleError, match="not a PNG"):
         read_bundle(out)
+
+
+def test_depth_pngs_for_nerfstudio_and_per_frame_ply(tmp_path):
+    """Depth exports are 16-bit PNGs in thousandths of a unit that nerfstudio's frames name;
+    ply-frames writes each frame's points with the dynamic flag."""
+    import cv2
+    from plyfile import PlyData
+
+    b = make_bundle(frames=4, unsolved=(2,))
+    b.depth[0].depth[0, 0] = 0.0  # unknown
+    b.depth[1].depth[0, 1] = 1e6  # beyond the PNG's range: clipped, never wrapped
+    b.points[3].dynamic = np.arange(len(b.points[3].xyz)) % 2 == 0
+    path = write_bundle(b, tmp_path / "b")
+    back = read_bundle(path)
+    out = exports.export_nerfstudio(back, tmp_path / "ns" / "transforms.json")
+    doc = json.loads(out.read_text())
+    assert [f["depth_file_path"] for f in doc["frames"]] == [f"depth_png/{i:06d}.png" for i in (0, 1, 3)]
+    png = cv2.imread(str(tmp_path / "ns" / "depth_png" / "000001.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (b.height, b.width)
+    want = np.clip(np.rint(b.depth[1].depth * 1000), 1, 65535)
+    assert png[0, 1] == 65535 and np.array_equal(png[1:], want[1:])
+    assert cv2.imread(str(tmp_path / "ns" / "depth_png" / "000000.png"), cv2.IMREAD_UNCHANGED)[0, 0] == 0
+    assert not (tmp_path / "ns" / "depth_png" / "000002.png").exists()  # unsolved frame: left out
+
+    folder = exports.export_ply_frames(back, tmp_path / "plys")
+    ply = PlyData.read(str(folder / "000003.ply"))["vertex"]
+    assert len(ply) == len(b.points[3].xyz)
+    np.testing.assert_allclose(np.stack([ply["x"], ply["y"], ply["z"]], 1), b.points[3].xyz)
+    assert np.array_equal(ply["dynamic"].astype(bool), b.points[3].dynamic)
+    assert "dynamic" not in PlyData.read(str(folder / "000000.ply"))["vertex"].data.dtype.names
+
+    b.depth = None
+    with pytest.raises(ValueError, match="no depth maps"):
+        exports.export_depth(b, tmp_path / "none")
+
+
+def test_export_cli_depth_and_ply_frames(tmp_path, written):
+    from backend.__main__ import main as cli
+
+    _, path = written
+    assert cli(["export", str(path), "--format", "depth"]) == 0
+    assert sorted(p.name for p in (path / "depth_png").iterdir())[:2] == ["000000.png", "000001.png"]
+    assert cli(["export", str(path), "--format", "ply-frames"]) == 0
+    assert B.is_parallax_bundle(path)  # exports inside a bundle keep it replaceable
