@@ -707,6 +707,10 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
     if token is not None:
         kwargs["cancellation_token"] = token
     result, error = {}, {}
+    # Waited on instead of thread.join: a Ctrl-C that interrupts join() leaves the thread marked
+    # as stopped while COLMAP still runs (CPython 3.11's _wait_for_tstate_lock), so a later
+    # join() returned at once.
+    finished = threading.Event()
 
     def work():
         try:
@@ -714,23 +718,25 @@ def _run(prog: Progress, fn, *args, seed: int = 0, cancellable: bool = True, at:
             result["value"] = fn(*args, **kwargs)
         except BaseException as e:  # re-raised in the caller's thread
             error["value"] = e
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=work, name=f"colmap-{fn.__name__}", daemon=True)
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.25)
+        while not finished.wait(0.25):
             prog(pending[0] if pending and pending[0] is not None else at)
     except (Cancelled, KeyboardInterrupt):
         # COLMAP stops before the caller unwinds: the work folder is removed on the way out,
-        # and a COLMAP thread still running when the interpreter exits aborts the process
-        # (Ctrl-C during mapping printed "error: interrupted", then SIGABRT, exit 134).
+        # and a COLMAP thread still inside pycolmap when the interpreter exits aborts the
+        # process (Ctrl-C printed "error: interrupted", then SIGABRT and a C++ stack trace).
         if token is not None:
             token.cancel()
         else:
             log.warning("stopping: waiting for COLMAP's %s, which cannot be cancelled, to finish", fn.__name__)
-        thread.join()
+        finished.wait()
         raise
+    thread.join()
     if "value" in error:
         raise EngineError(f"COLMAP failed in {fn.__name__}: {error['value']}") from error["value"]
     if token is not None and token.is_cancelled:

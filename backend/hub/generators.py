@@ -301,6 +301,13 @@ class CogVideoX(DiffusersGenerator):
     def _text_kwargs(self) -> dict:
         return {"max_sequence_length": int(self.pipe.transformer.config.max_text_seq_length)}
 
+    @property
+    def temporal(self) -> int:
+        """Twice the VAE's compression: CogVideoX's VAE decodes its latent frames in pairs after the
+        first, so it returns the asked count only for an odd number of latent frames (8k + 1
+        frames: 9, 17, ... 49); 5 frames (2 latent frames) came back as 8."""
+        return 2 * int(getattr(self.pipe, "vae_scale_factor_temporal", 4))
+
 
 ADAPTERS = {"wan-t2v": ("WanPipeline", WanT2V), "wan-flf2v": ("WanImageToVideoPipeline", WanFLF2V),
             "ltx-condition": ("LTXConditionPipeline", LTXCondition), "cogvideox": ("CogVideoXPipeline", CogVideoX)}

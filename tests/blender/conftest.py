@@ -37,6 +37,11 @@ def clear_scene():
         if len(collection):
             bpy.data.batch_remove(list(collection))
     scene.world = None
+    settings = getattr(scene, "parallax", None)  # the add-on's scene settings back to their defaults,
+    if settings is not None:  # so one test's scale or floor alignment never leaks into the next
+        for prop in settings.bl_rna.properties:
+            if prop.identifier != "rna_type" and not prop.is_readonly:
+                settings.property_unset(prop.identifier)
 
 
 @pytest.fixture
