@@ -24,7 +24,8 @@ ALIGNMENT_SHARE = 0.5
 
 def cameras_from_pointmaps(points: torch.Tensor, conf: torch.Tensor, K: Optional[torch.Tensor] = None,
                            align: bool = True, rays: Optional[torch.Tensor] = None,
-                           frames: Optional[torch.Tensor] = None, progress=None) -> dict:
+                           frames: Optional[torch.Tensor] = None, progress=None, alignment_iters: int = 300,
+                           photometric_iters: Optional[int] = None) -> dict:
     """Cameras of one window from its point maps X^{f,1} (F, S, S, 3) and confidence (F, S, S).
 
     With ``rays`` (F, S, S, 6), the ray head's Plücker maps, each frame's camera comes from its
@@ -33,6 +34,9 @@ def cameras_from_pointmaps(points: torch.Tensor, conf: torch.Tensor, K: Optional
     per frame, refined (``align``) by the global alignment with JOG3R's temporal terms.
     ``frames`` (F, S, S, 3) uint8, the window's frames at the point maps' size: given, the
     cameras are then refined photometrically. ``progress`` spans both optimisations.
+    ``alignment_iters`` (Adam iterations of the global alignment) and ``photometric_iters``
+    (per blur level; None: the refinement's default) trade accuracy for time (the CPU preset,
+    ``t2v.FAST_CPU``).
     Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, K (pixels of the
     S x S frames), the points (possibly refined) and their confidence.
     """
@@ -54,7 +58,7 @@ def cameras_from_pointmaps(points: torch.Tensor, conf: torch.Tensor, K: Optional
     refine = progress.span(ALIGNMENT_SHARE, 1.0, "photometric refinement")
     if rays is not None:
         result = {"c2w": _cameras_from_rays(rays, pts, w), "K": K, "points": pts.float(), "conf": conf.float().cpu()}
-        return _photometric(result, frames, device, refine)
+        return _photometric(result, frames, device, refine, photometric_iters)
     c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
     c2w[0] = torch.eye(4, dtype=torch.float64)
     for f in range(1, n):
@@ -64,13 +68,15 @@ def cameras_from_pointmaps(points: torch.Tensor, conf: torch.Tensor, K: Optional
     c2w = _fill_unsolved(c2w)
     result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     if align:
-        aligned = _global_alignment(result, known_K, device, progress.span(0.0, ALIGNMENT_SHARE, "alignment"))
+        aligned = _global_alignment(result, known_K, device, progress.span(0.0, ALIGNMENT_SHARE, "alignment"),
+                                    alignment_iters)
         if torch.isfinite(aligned["c2w"]).all() and torch.isfinite(aligned["points"]).all():
             result = aligned  # else keep the PnP cameras (alignment diverged)
-    return _photometric(result, frames, device, refine)
+    return _photometric(result, frames, device, refine, photometric_iters)
 
 
-def _photometric(window: dict, frames: Optional[torch.Tensor], device, progress: Progress) -> dict:
+def _photometric(window: dict, frames: Optional[torch.Tensor], device, progress: Progress,
+                 iters_per_level: Optional[int] = None) -> dict:
     """Refine the window's cameras photometrically on its own depth (each frame's points in its
     camera); the points then follow their frame's refined camera, so depth maps are unchanged.
     No ``frames``: the window as it is."""
@@ -82,7 +88,9 @@ def _photometric(window: dict, frames: Optional[torch.Tensor], device, progress:
     c2w = window["c2w"].double()
     cam = transform_points(invert_pose(c2w), window["points"].double())
     weights = (window["conf"].double() > CONFIDENT) & (cam[..., 2] > 0)
-    res = refine_cameras(frames, cam[..., 2], weights.double(), window["K"], c2w, device=device, progress=progress)
+    extra = {} if iters_per_level is None else {"iters_per_level": int(iters_per_level)}
+    res = refine_cameras(frames, cam[..., 2], weights.double(), window["K"], c2w, device=device, progress=progress,
+                         **extra)
     if not torch.isfinite(res.c2w).all():
         return window  # keep the cameras it started from
     points = transform_points(res.c2w, cam)
@@ -114,7 +122,7 @@ def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
     return c2w
 
 
-def _global_alignment(window: dict, known_focal: bool, device, progress: Progress) -> dict:
+def _global_alignment(window: dict, known_focal: bool, device, progress: Progress, n_iters: int = 300) -> dict:
     """Refine with the geometry core's DUSt3R-style global alignment over the window (one
     group: every frame's X^{f,1} in frame 1's camera), with JOG3R's temporal terms L_fl and
     L_tranl (weights from the geometry core's tests), initialised as the core does (PnP)."""
@@ -126,6 +134,6 @@ def _global_alignment(window: dict, known_focal: bool, device, progress: Progres
                        intrinsics=Intrinsics(focal=float(window["K"][0, 0]) if known_focal else None,
                                              optimize_focal=not known_focal),
                        loss=AlignmentLoss(w_focal_smooth=1.0, w_transl_smooth=0.03),
-                       adam=AdamSettings(n_iters=300), device=device, progress=progress)
+                       adam=AdamSettings(n_iters=int(n_iters)), device=device, progress=progress)
     return {"c2w": res.c2w.double().cpu(), "K": res.K[0].double().cpu(), "points": res.points.float().cpu(),
             "conf": window["conf"], "alignment_s": sum(res.timings.values())}

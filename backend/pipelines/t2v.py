@@ -7,9 +7,21 @@ also runs the geometry branch on block b (for the null-caption row, as in traini
 cameras come with the video from the same passes, with no extra forward. Keyframes (frame
 index -> image) are given clean through the frame mask and re-imposed after every step,
 which is the interpolation mode InterPose uses.
+
+Fast sampling on a CPU (issue 17; ``benchmarks/cpu_shot_bench.py``, figures in
+``benchmarks/RESULTS.md``): :class:`SamplerOptions` picks a multistep flow solver (diffusers'
+``UniPCMultistepScheduler`` / ``DPMSolverMultistepScheduler`` with ``prediction_type=
+"flow_prediction"`` on the same sigmas, 1 down to the geometry level), guidance on the first
+``cfg_steps`` steps only (one row per pass after that), bf16 autocast on the CPU, and cheaper
+camera optimisations. :data:`FAST_CPU` is the measured preset (``generate --fast``). The
+defaults (``SamplerOptions()``: Euler, guidance on every step, 300 alignment and 3 x 80
+photometric iterations) are the shipped sampler, unchanged bit for bit.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,11 +30,114 @@ from ..runtime import Progress
 from .common import LazyModel, resize_frames
 from .v2c import GEOMETRY_T, PHOTOMETRIC
 
+SCHEDULERS = ("euler", "unipc", "dpm++")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How T2V(+C) samples and solves its cameras, beyond ``steps`` and ``guidance``.
+
+    Args:
+        scheduler (`str`): ``"euler"`` (diffusers' ``FlowMatchEulerDiscreteScheduler``, the
+            shipped sampler), ``"unipc"`` (``UniPCMultistepScheduler``, bh2, order 2) or
+            ``"dpm++"`` (``DPMSolverMultistepScheduler``, dpmsolver++ 2M), the multistep ones
+            with ``prediction_type="flow_prediction"`` and ``use_flow_sigmas`` (the model predicts
+            the flow velocity noise - clean).
+        shift (`float`): time shift of the sigmas, ``shift * s / (1 + (shift - 1) * s)``
+            (SD3's; > 1 spends more steps at high noise); the last sigma stays the geometry level.
+        cfg_steps (`int`, *optional*): classifier-free guidance on the first ``cfg_steps``
+            steps only (None: all); later steps run the prompt row alone (half the batch), and a
+            last step that also makes the cameras runs the null-caption row alone (the geometry
+            heads were trained on it), whose velocity moves the frames by sigma = 0.005 of it.
+        autocast (`bool`, *optional*): bf16 autocast; None: on CUDA only (the shipped choice).
+        alignment_iters (`int`), photometric_iters (`int`, *optional*): iterations of the
+            cameras' global alignment and of the photometric refinement per blur level (None:
+            ``geometry.photometric.ITERS_PER_LEVEL``).
+    """
+
+    scheduler: str = "euler"
+    shift: float = 1.0
+    cfg_steps: Optional[int] = None
+    autocast: Optional[bool] = None
+    alignment_iters: int = 300
+    photometric_iters: Optional[int] = None
+
+    def __post_init__(self):
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, not {self.scheduler!r}")
+        if not self.shift > 0:
+            raise ValueError(f"shift must be positive, got {self.shift}")
+        if self.cfg_steps is not None and self.cfg_steps < 0:
+            raise ValueError(f"cfg_steps must be >= 0 or None, got {self.cfg_steps}")
+        if self.alignment_iters < 1 or (self.photometric_iters is not None and self.photometric_iters < 1):
+            raise ValueError("alignment_iters and photometric_iters must be at least 1")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Steps, guidance and :class:`SamplerOptions` that go together."""
+
+    steps: int
+    guidance: float
+    options: SamplerOptions
+
+
+DEFAULT_OPTIONS = SamplerOptions()
+# The CPU preset, chosen by benchmarks/cpu_shot_bench.py (RESULTS.md, "Fast sampling on a CPU"):
+# the fastest setting whose cameras stay within 1 deg (rotation) of the 25-step default's with
+# the same seed and whose frames stay near its pixels.
+FAST_CPU = Preset(steps=8, guidance=5.0, options=SamplerOptions(scheduler="unipc", cfg_steps=None))
+
+
+def sigma_schedule(steps: int, shift: float = 1.0, end: float = GEOMETRY_T / 1000.0) -> list:
+    """``steps`` sigmas from 1 down to ``end`` (the geometry noise level), evenly spaced before
+    the time shift; shift 1 is the shipped ``np.linspace(1, end, steps)``."""
+    if shift == 1.0:
+        return np.linspace(1.0, end, steps).tolist()
+    u_end = end / (shift - (shift - 1) * end)  # the unshifted point that the shift takes to ``end``
+    u = np.linspace(1.0, u_end, steps)
+    return (shift * u / (1 + (shift - 1) * u)).tolist()
+
+
+def make_scheduler(name: str, sigmas: list, device):
+    """A diffusers flow scheduler set to evaluate the model at ``sigmas`` (then step to 0), and the
+    model timesteps (sigma * 1000) of its passes."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if name == "euler":
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        sched.set_timesteps(sigmas=sigmas, device=device)
+        return sched, sched.timesteps
+    # The multistep solvers work in log-SNR, where sigma = 1 (alpha = 0) is infinite: start a hair below.
+    sig = np.asarray(sigmas, dtype=np.float64)
+    sig[0] = min(sig[0], 1.0 - 1e-6)
+    if name == "unipc":
+        sched = UniPCMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
+                                        use_flow_sigmas=True, flow_shift=1.0, solver_order=2)
+        sched.set_timesteps(sigmas=sig.copy(), device=device)
+    elif name == "dpm++":
+        sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
+                                            use_flow_sigmas=True, flow_shift=1.0, algorithm_type="dpmsolver++",
+                                            solver_order=2)
+        sched.set_timesteps(len(sig), device=device)
+        # its own flow sigmas end at 1/1000; ours end at the geometry level, where the cameras come from
+        sched.sigmas = torch.tensor([*sig, 0.0], dtype=torch.float32)
+        sched.timesteps = torch.tensor(sig * 1000, dtype=torch.float32, device=device)
+    else:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, not {name!r}")
+    sched.set_begin_index(0)
+    return sched, (sched.sigmas[:-1] * 1000).to(device)
+
 
 class T2VPipeline(LazyModel):
-    def __init__(self, model=None, model_path=None, device=None, text_encoder=None):
+    """T2V(+C) with the unified model; ``options`` (:class:`SamplerOptions`, default the shipped
+    sampler) is what calls that name none use (``generate --fast`` sets ``FAST_CPU.options``)."""
+
+    def __init__(self, model=None, model_path=None, device=None, text_encoder=None,
+                 options: Optional[SamplerOptions] = None):
         super().__init__(model, model_path, device)
         self._text = text_encoder
+        self.options = options or DEFAULT_OPTIONS
 
     @property
     def text(self):
@@ -38,11 +153,10 @@ class T2VPipeline(LazyModel):
     @torch.no_grad()
     def __call__(self, prompt: str, frames: int | None = None, steps: int = 25, guidance: float = 5.0,
                  seed: int = 0, camera: bool = True, geometry_t: float = GEOMETRY_T, keyframes: dict | None = None,
-                 progress=None) -> dict:
+                 progress=None, options: Optional[SamplerOptions] = None) -> dict:
         """Returns {"video": (F, S, S, 3) uint8, "geometry": maps of the null row or None,
-        "timings": {...}, "forwards": number of network passes}."""
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
+        "timings": {...}, "forwards": number of network passes, "rows": batch rows over all
+        passes (the CPU's cost: guidance doubles a pass)}. ``options``: None, the pipeline's."""
         from ..models.autoencoder import codec_for, frames_to_tensor, tensor_to_frames
 
         progress = Progress.of(progress, device=self.device)
@@ -71,27 +185,34 @@ class T2VPipeline(LazyModel):
             given = (idx, z)
             frame_mask[0, idx] = True
             x[:, :, idx] = z
-        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-        sigmas = np.linspace(1.0, geometry_t / 1000.0, steps).tolist()
-        sched.set_timesteps(sigmas=sigmas, device=dev)
+        opts = options or self.options
+        sched, timesteps = make_scheduler(opts.scheduler, sigma_schedule(steps, opts.shift, geometry_t / 1000.0), dev)
         cond = hidden is not None
-        geo, forwards = None, 0
-        for i, t in enumerate(sched.timesteps):
+        autocast = dev.type == "cuda" if opts.autocast is None else bool(opts.autocast)
+        geo, forwards, rows_run = None, 0, 0
+        for i, t in enumerate(timesteps):
             progress(0.05 + 0.85 * i / steps, f"denoising {i + 1}/{steps}")  # raises Cancelled when asked
-            last = i == len(sched.timesteps) - 1
-            xin = torch.cat([x, x]) if cond else x
+            last = i == len(timesteps) - 1
+            geometry = camera and last
+            guided = cond and (opts.cfg_steps is None or i < opts.cfg_steps)
+            # Rows of this pass: prompt + null (guided), the prompt alone (unguided), or the null
+            # row alone (no prompt; or an unguided last step that makes the cameras: the heads'
+            # training row).
+            prompt_row = cond and (guided or not geometry)
+            xin = torch.cat([x, x]) if guided else x
             fm = frame_mask.expand(xin.shape[0], n)
-            with progress.timed("network"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = model(xin, t.expand(xin.shape[0]), hidden.expand(2, -1, -1) if cond else None,
-                            mask.expand(2, -1) if cond else None, frame_mask=fm,
-                            drop_caption=torch.tensor([False, True], device=dev) if cond else None,
-                            geometry=camera and last,
-                            geometry_rows=torch.tensor([xin.shape[0] - 1], device=dev) if camera and last else None)
+            with progress.timed("network"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(xin, t.expand(xin.shape[0]), hidden.expand(xin.shape[0], -1, -1) if prompt_row else None,
+                            mask.expand(xin.shape[0], -1) if prompt_row else None, frame_mask=fm,
+                            drop_caption=torch.tensor([False, True], device=dev) if guided else None,
+                            geometry=geometry,
+                            geometry_rows=torch.tensor([xin.shape[0] - 1], device=dev) if geometry else None)
             forwards += 1
+            rows_run += xin.shape[0]
             v = out.sample.float()
-            if cond:
+            if guided:
                 v = v[1:] + guidance * (v[:1] - v[1:])
-            if camera and last:
+            if geometry:
                 geo = {k: val[0].float() for k, val in out.geometry.items()}
             x = sched.step(v, t, x).prev_sample
             if given is not None:
@@ -101,31 +222,37 @@ class T2VPipeline(LazyModel):
             video = tensor_to_frames(codec.decode(x))[0].cpu()
             if given is not None:  # exact pixels of the keyframes (no resampling round trip)
                 video[given[0].cpu()] = resize_frames(frames_px, video.shape[1])
-        return {"video": video, "geometry": geo, "timings": dict(progress.timings), "forwards": forwards}
+        return {"video": video, "geometry": geo, "timings": dict(progress.timings), "forwards": forwards,
+                "rows": rows_run}
 
 
 def generate_bundle(pipe: T2VPipeline, prompt: str, frames=None, seed=0, camera=True, steps=25, guidance=5.0,
-                    keyframes=None, progress=None):
+                    keyframes=None, progress=None, options: Optional[SamplerOptions] = None):
     """Run T2V(+C) and package the result as a ``generate`` Bundle. ``keyframes``: frame index
-    -> (S, S, 3) uint8 image given clean (interpolation)."""
+    -> (S, S, 3) uint8 image given clean (interpolation). ``options``: sampling and camera
+    iterations (None: the pipeline's, see :class:`SamplerOptions`)."""
     from ..bundle import Bundle
     from .assemble import camera_frames, pointmap_parts
     from .pointmap_cameras import cameras_from_pointmaps
 
     progress = Progress.of(progress, device=pipe.device)
+    opts = options or pipe.options
     res = pipe(prompt, frames=frames, seed=seed, camera=camera, steps=steps, guidance=guidance,
-               keyframes=keyframes, progress=progress)
+               keyframes=keyframes, progress=progress, options=opts)
     video = res["video"]
     n, S = video.shape[0], video.shape[1]
     b = Bundle(task="generate", width=S, height=S, frame_count=n, fps=8.0, engine="unified",
                model_id=pipe.model_id, frames=list(video.numpy()),
                source={"prompt": prompt, "seed": seed, "steps": steps, "guidance": guidance})
+    if opts != DEFAULT_OPTIONS:  # the shipped sampler's bundles stay as they were
+        b.source["sampler"] = asdict(opts)
     if camera and res["geometry"] is not None:
         progress(0.95, "cameras")
         with progress.timed("alignment"):
             pts = res["geometry"]["points"]
             sol = cameras_from_pointmaps(pts, res["geometry"]["conf"],  # V2C's cameras, photometric refinement included
-                                         frames=resize_frames(video, pts.shape[1]).to(pts.device) if PHOTOMETRIC else None)
+                                         frames=resize_frames(video, pts.shape[1]).to(pts.device) if PHOTOMETRIC else None,
+                                         alignment_iters=opts.alignment_iters, photometric_iters=opts.photometric_iters)
         f, c = float(sol["K"][0, 0]), (S - 1) / 2  # one focal, centred: the square frames' own camera
         b.cameras = camera_frames(sol["c2w"], torch.tensor([[f, 0, c], [0, f, c], [0, 0, 1.0]], dtype=torch.float64))
         b.points, b.depth = pointmap_parts(sol["c2w"], sol["points"], sol["conf"], video)

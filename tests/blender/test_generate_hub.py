@@ -24,6 +24,8 @@ import bpy
 import numpy as np
 import pytest
 
+from blender.ui_layout import RecordingLayout as _Layout
+
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_PYTHON = os.environ.get("PARALLAX_BACKEND_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 MODEL = "tiny-cogvideox"
@@ -106,34 +108,6 @@ def settings(empty_scene):
     yield s
     for name in ("gen_prompt", "gen_model", "gen_frames", "gen_steps", "gen_seed"):
         s.property_unset(name)
-
-
-class _Layout:
-    """Records the labels and properties a panel draws (a UILayout cannot be made headless)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def column(self, **_):
-        return self
-
-    row = box = column
-
-    def label(self, text="", **_):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **_):
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **_):
-        self.log.append(("operator", idname))
-        return type("Props", (), {})()
-
-    def progress(self, factor=0.0, text="", **_):
-        self.log.append(("progress", text))
-
-    def template_icon(self, **_):
-        pass
 
 
 class _Panel:

@@ -26,6 +26,8 @@ import bpy
 import numpy as np
 import pytest
 
+from blender.ui_layout import RecordingLayout as _Layout
+
 from backend.bundle import Bundle, CameraFrame, encode_png, read_bundle, write_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,31 +266,6 @@ def test_console_api_pair_pose(captured, addon, settings, tmp_path):
     with pytest.raises(ValueError, match="image B: no such file"):
         api.pair_pose(str(a), str(tmp_path / "missing.jpg"))
     assert "pair_pose" in api.__all__
-
-
-class _Layout:
-    """Records what a panel's draw() puts in the UI (a UILayout cannot be made headless)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def column(self, **_):
-        return self
-
-    row = box = column
-
-    def label(self, text="", **_):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **_):
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **_):
-        self.log.append(("operator", idname))
-        return type("Props", (), {})()
-
-    def progress(self, text="", **_):
-        self.log.append(("progress", text))
 
 
 def _draw():

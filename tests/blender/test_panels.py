@@ -11,33 +11,10 @@ import types
 import bpy
 import pytest
 
+from blender.ui_layout import RecordingLayout as _Layout
+
 TASK_PANELS = {"solve": "PARALLAX_PT_solve", "generate": "PARALLAX_PT_generate",
                "reconstruct": "PARALLAX_PT_reconstruct"}
-
-
-class _Layout:
-    """Records what a panel's draw() puts in the UI (bpy.types.UILayout cannot be made headless)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def column(self, **_):
-        return self
-
-    row = box = column
-
-    def label(self, text="", **_):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **_):
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **_):
-        self.log.append(("operator", idname))
-        return type("Props", (), {})()
-
-    def progress(self, factor=0.0, text="", **_):
-        self.log.append(("progress", text))
 
 
 def _panel(task):

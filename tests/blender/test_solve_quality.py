@@ -11,33 +11,9 @@ import pytest
 
 from backend import bundle as B
 from blender.test_distortion import distorted_solve
+from blender.ui_layout import RecordingLayout as _Layout
 
 UNSOLVED = (3, 4)
-
-
-class _Layout:
-    """Records what a panel's draw() puts in the UI (a UILayout cannot be made headless)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def column(self, **_):
-        return self
-
-    row = box = column
-
-    def label(self, text="", **_):
-        self.log.append(("label", text))
-
-    def prop(self, data, name, **_):
-        self.log.append(("prop", name))
-
-    def operator(self, idname, **_):
-        self.log.append(("operator", idname))
-        return types.SimpleNamespace()
-
-    def template_icon(self, icon_value=0, scale=1.0):
-        self.log.append(("icon", icon_value, scale))
 
 
 class _Panel:
