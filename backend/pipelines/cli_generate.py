@@ -1,11 +1,15 @@
 """``python -m backend generate "PROMPT" --out DIR [--model ID_OR_PATH] [--geometry ID_OR_PATH]
-[--frames N] [--seed S] [--no-camera] [--image FIRST.png [--image LAST.png]]``.
+[--frames N] [--seed S] [--no-camera] [--image FIRST.png [--image LAST.png]] [--fast]``.
 
 Generates a shot with a generator role and writes a result bundle, printing progress lines.
 The default generator, the shipped unified model, makes the video and its cameras from the same
 denoising passes (T2V+C). ``--model`` names another: a catalogue id (``python -m backend models
 list``) or a model folder in the hub's layout; its shot then gets its cameras from the geometry
 role (``--geometry``, default the unified model's V2C), and the bundle names both models.
+
+``--fast`` is the unified model's CPU preset (``t2v.FAST_CPU``, measured by
+``benchmarks/cpu_shot_bench.py``): fewer steps with a multistep flow solver and cheaper camera
+optimisations. Without it the shipped sampler runs unchanged, on any device.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ def add_arguments(p) -> None:
     p.add_argument("--height", type=int, default=None, help="frame height for hub generators (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="frame width for hub generators (default: the model's)")
     p.add_argument("--device", default=None)
+    p.add_argument("--fast", action="store_true",
+                   help="the unified model's CPU preset (backend.pipelines.t2v.FAST_CPU): a multistep flow solver "
+                        "with fewer steps and cheaper camera optimisations, chosen by benchmarks/cpu_shot_bench.py "
+                        "for a 16-frame shot with cameras in about 30 s on 2 CPU cores; --steps and --guidance "
+                        "still override it")
 
 
 def build_generator(model, device=None, steps=None, guidance=None, height=None, width=None, progress=None):
@@ -44,6 +53,19 @@ def build_generator(model, device=None, steps=None, guidance=None, height=None, 
 
     return load_generator(resolve_model(model), device=device, steps=steps, guidance=guidance, height=height,
                           width=width, progress=progress)
+
+
+def use_fast_preset(generator, steps=None, guidance=None) -> None:
+    """Switch a unified-model generator to the CPU preset (``--fast``); ValueError for another
+    generator (the preset is measured on the unified model's sampler only)."""
+    from .t2v import FAST_CPU, T2VPipeline
+
+    if not isinstance(getattr(generator, "pipe", None), T2VPipeline):
+        raise ValueError(f"--fast is the unified model's CPU preset; generator {generator.name} "
+                         f"({generator.model_id}) has its own sampler")
+    generator.pipe.options = FAST_CPU.options
+    generator.steps = int(steps or FAST_CPU.steps)
+    generator.guidance = FAST_CPU.guidance if guidance is None else float(guidance)
 
 
 def build_geometry(geometry, generator, device=None):
@@ -100,6 +122,8 @@ def main(args) -> int:
         images = read_images(args.image)
         generator = build_generator(args.model, device=args.device, steps=args.steps, guidance=args.guidance,
                                     height=args.height, width=args.width, progress=progress)
+        if getattr(args, "fast", False):
+            use_fast_preset(generator, steps=args.steps, guidance=args.guidance)
         geometry = None if args.no_camera else build_geometry(args.geometry, generator, device=args.device)
         bundle = generate_shot(generator, args.prompt, frames=args.frames, seed=args.seed, camera=not args.no_camera,
                                steps=args.steps, guidance=args.guidance, images=images, geometry=geometry,

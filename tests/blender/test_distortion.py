@@ -203,6 +203,10 @@ def _composite(scene, image, make_node, out_path) -> np.ndarray:
     tree.links.new(source.outputs["Image"], node.inputs["Image"])
     tree.links.new(node.outputs["Image"], out.inputs["Image"])
     r = scene.render
+    # the render settings this changes, put back after: later tests render PNGs with the defaults
+    saved = [(obj, name, getattr(obj, name)) for obj, names in (
+        (r, ("resolution_x", "resolution_y", "resolution_percentage", "engine", "use_compositing", "filepath")),
+        (scene.cycles, ("samples", "device")), (r.image_settings, ("file_format", "color_depth"))) for name in names]
     r.resolution_x, r.resolution_y, r.resolution_percentage = WIDTH, HEIGHT, 100
     r.engine, scene.cycles.samples, scene.cycles.device = "CYCLES", 1, "CPU"
     r.use_compositing = True
@@ -213,6 +217,8 @@ def _composite(scene, image, make_node, out_path) -> np.ndarray:
     finally:
         scene.compositing_node_group = None
         bpy.data.node_groups.remove(tree)
+        for obj, name, value in saved:
+            setattr(obj, name, value)
     result = bpy.data.images.load(str(out_path), check_existing=False)
     result.colorspace_settings.name = "Non-Color"
     px = np.empty(WIDTH * HEIGHT * 4, np.float32)
