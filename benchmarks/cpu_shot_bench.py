@@ -44,20 +44,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.pipelines.t2v import FAST_CPU, SamplerOptions  # noqa: E402
 
 # name -> overrides of the shipped default (25 Euler steps, guidance 5 on every step, 2 threads).
+# "/t1": one torch thread (on the shared 2-core machine two OpenMP threads spin against the
+# other jobs: measured 2-3x slower per pass under load 6).
 SETTINGS = {
     "default": {},
-    "default-1thread": {"threads": 1},
-    "euler-8": {"steps": 8},
-    "euler-6-shift3": {"steps": 6, "shift": 3.0},
-    "unipc-6": {"steps": 6, "scheduler": "unipc"},
+    "default/t1": {"threads": 1},
+    "euler-8/t1": {"steps": 8, "threads": 1},
+    "euler-6-shift3/t1": {"steps": 6, "shift": 3.0, "threads": 1},
+    "unipc-6/t1": {"steps": 6, "scheduler": "unipc", "threads": 1},
+    "unipc-8/t1": {"steps": 8, "scheduler": "unipc", "threads": 1},
     "unipc-8": {"steps": 8, "scheduler": "unipc"},
-    "unipc-12": {"steps": 12, "scheduler": "unipc"},
-    "dpm-8": {"steps": 8, "scheduler": "dpm++"},
-    "unipc-8-cfg4": {"steps": 8, "scheduler": "unipc", "cfg_steps": 4},
-    "unipc-8-bf16": {"steps": 8, "scheduler": "unipc", "autocast": True},
-    "unipc-8-compile": {"steps": 8, "scheduler": "unipc", "compile": True},
-    "unipc-8-cam100": {"steps": 8, "scheduler": "unipc", "alignment_iters": 100, "photometric_iters": 30},
-    "fast": {"steps": FAST_CPU.steps, "guidance": FAST_CPU.guidance,
+    "unipc-12/t1": {"steps": 12, "scheduler": "unipc", "threads": 1},
+    "dpm-8/t1": {"steps": 8, "scheduler": "dpm++", "threads": 1},
+    "unipc-6-cfg3/t1": {"steps": 6, "scheduler": "unipc", "cfg_steps": 3, "threads": 1},
+    "unipc-8-cfg4/t1": {"steps": 8, "scheduler": "unipc", "cfg_steps": 4, "threads": 1},
+    "unipc-8-bf16/t1": {"steps": 8, "scheduler": "unipc", "autocast": True, "threads": 1},
+    "unipc-8-compile/t1": {"steps": 8, "scheduler": "unipc", "compile": True, "threads": 1},
+    "unipc-8-inference-mode/t1": {"steps": 8, "scheduler": "unipc", "inference_mode": True, "threads": 1},
+    "unipc-8-cam/t1": {"steps": 8, "scheduler": "unipc", "alignment_iters": 100, "photometric_iters": 30,
+                       "threads": 1},
+    "fast": {"steps": FAST_CPU.steps, "guidance": FAST_CPU.guidance, "threads": 1,
              **{f.name: getattr(FAST_CPU.options, f.name) for f in fields(SamplerOptions)}},
 }
 DEFAULT = {"steps": 25, "guidance": 5.0, "threads": 2, "compile": False, "inference_mode": False,
@@ -146,7 +152,7 @@ def reference(pipe, prompts, cache: Path, log) -> dict:
     for i, p in todo:
         log(f"reference (25 Euler steps, guidance 5) for prompt {i}: {p[:60]}")
         b, t = run_shot(pipe, p, i, {**DEFAULT})
-        log(f"  {t['total']:.1f} s (load {t['load']:.1f})")
+        log(f"  {t['total']:.1f} s (" + ", ".join(f"{s} {t[s]:.1f}" for s in STAGES) + f"), load {t['load']:.1f}")
         refs[key(i, p)] = (np.stack(b.frames), b.c2w_array())
     if todo:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +253,8 @@ def main(argv=None) -> int:
     prompts = [c for _, c in heldout_prompts(args.prompts)]
     log(f"{os.cpu_count()} CPUs, torch {torch.__version__}; prompts: {prompts}")
     warm = T2VPipeline(model=net, device="cpu", text_encoder=text)
-    run_shot(warm, prompts[0], 0, {**DEFAULT, "steps": 2})  # first-call allocations, not billed to a setting
+    _, t = run_shot(warm, prompts[0], 0, {**DEFAULT, "steps": 2})  # first-call allocations, not billed to a setting
+    log("warm-up (2 steps): " + ", ".join(f"{s} {t[s]:.1f}" for s in STAGES) + f" s, load {t['load']:.1f}")
     refs = reference(warm, prompts, args.ref_cache, log)
     engine = None
     if args.v2c:

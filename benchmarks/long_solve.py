@@ -131,9 +131,12 @@ def run_solve(folder: Path, out: Path, flags: list[str], log: Path) -> dict:
         with TreeMemory(proc.pid) as mem:
             rc = proc.wait()
     seconds = time.perf_counter() - t0
-    maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"command": " ".join(cmd), "rc": rc, "seconds": seconds, "peak_tree_rss": mem.peak,
-            "ru_maxrss_children": maxrss_kib * 1024, "rss_samples": mem.samples, "log": log.read_text()}
+            "ru_maxrss_children": usage.ru_maxrss * 1024,  # Linux: KiB
+            # CPU seconds say what the solve costs when the machine is shared (wall time does not)
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "rss_samples": mem.samples, "log": log.read_text()}
 
 
 def accuracy(bundle, gt: np.ndarray) -> dict:
@@ -186,9 +189,11 @@ def main(argv=None) -> int:
             flags += ["--intrinsics", f"{K[0, 0] * s!r},{K[1, 1] * s!r},{cx!r},{cy!r}"]
         print(f"solving {args.frames} frames ({w}x{h}, hololens-000 ping-pong) with: "
               f"python -m backend solve ... {' '.join(flags)}", flush=True)
+        load = os.getloadavg()[0]  # other work on the machine stretches the wall time
         run = run_solve(work / "clip", work / "bundle", flags, work / "solve.log")
         row = {"frames": args.frames, "width": w, "height": h, "flags": flags, "rc": run["rc"],
                "seconds": round(run["seconds"], 1), "seconds_per_frame": round(run["seconds"] / args.frames, 3),
+               "cpu_seconds": round(run["cpu_seconds"], 1), "load_average_1min_at_start": round(load, 2),
                "peak_tree_rss_gib": round(run["peak_tree_rss"] / GIB, 3),
                "ru_maxrss_children_gib": round(run["ru_maxrss_children"] / GIB, 3),
                "rss_samples_gib": [(t, round(b / GIB, 3)) for t, b in run["rss_samples"]],
@@ -227,7 +232,8 @@ def source_width(path: Path) -> int:
 def report(row: dict) -> None:
     print(f"frames {row['frames']} ({row['width']}x{row['height']}): exit {row['rc']}"
           + (f"  error: {row['error']}" if "error" in row else ""))
-    print(f"  seconds {row['seconds']:.1f}  ({row['seconds_per_frame']:.3f} s/frame)")
+    print(f"  seconds {row['seconds']:.1f}  ({row['seconds_per_frame']:.3f} s/frame), CPU {row['cpu_seconds']:.0f} s "
+          f"on {row['cpu_count']} cores, load average {row['load_average_1min_at_start']:.1f} at the start")
     bar = "within" if row["peak_tree_rss_gib"] <= MEMORY_BAR_GIB else "OVER"
     print(f"  peak host memory: {row['peak_tree_rss_gib']:.2f} GiB summed over the process tree "
           f"({bar} the {MEMORY_BAR_GIB:g} GiB bar); ru_maxrss {row['ru_maxrss_children_gib']:.2f} GiB")

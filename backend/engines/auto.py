@@ -34,28 +34,33 @@ import numpy as np
 from ..bundle import Bundle
 from ..runtime import Cancelled, Progress
 from .base import EngineError, NothingRegistered
-from .colmap import STAGES, ColmapEngine, _load, to_bundle
-from .colmap_select import TAU_PX, VerifiedMatches, epipolar_support
+from .colmap import STAGES, ColmapEngine, _load, known_intrinsics, to_bundle
+from .colmap_select import TAU_PX, PinholeCameras, VerifiedMatches, epipolar_support, pinhole_support
 from .options import AUTO_CANDIDATES as DEFAULT_CANDIDATES
+
+# The candidate that is not a colmap feature variant: the unified model's V2C.
+UNIFIED = "unified"
 
 # Candidates tried first win ties (within TIE of the best score).
 TIE = 0.01
 
 
-def consistency(rec, pools: dict) -> dict:
-    """{pool name: support / matches} of ``rec``'s cameras on each pool of verified matches."""
+def consistency(model, pools: dict) -> dict:
+    """{pool name: support / matches} of ``model``'s cameras on each pool of verified matches.
+    ``model``: a pycolmap Reconstruction or :class:`.colmap_select.PinholeCameras`."""
+    support = pinhole_support if isinstance(model, PinholeCameras) else epipolar_support
     out = {}
     for name, verified in pools.items():
         total = verified.total
-        out[name] = float(epipolar_support(rec, verified, TAU_PX) / total) if total else 0.0
+        out[name] = float(support(model, verified, TAU_PX) / total) if total else 0.0
     return out
 
 
 def choose(models: dict, pools: dict) -> tuple[Optional[str], dict]:
     """(the chosen candidate or None, {candidate: {"consistency", "per_pool"}}).
 
-    ``models``: candidate -> pycolmap Reconstruction (or None when it failed), in order of
-    preference; ``pools``: source -> VerifiedMatches (pools with no match are ignored)."""
+    ``models``: candidate -> pycolmap Reconstruction or PinholeCameras (or None when it failed),
+    in order of preference; ``pools``: source -> VerifiedMatches (pools with no match are ignored)."""
     pools = {k: v for k, v in pools.items() if v is not None and v.total > 0}
     scored = {}
     for name, rec in models.items():
@@ -71,18 +76,35 @@ def choose(models: dict, pools: dict) -> tuple[Optional[str], dict]:
 
 
 class AutoEngine:
-    """Solves with each candidate colmap variant and keeps the most consistent (module doc)."""
+    """Solves with each candidate (colmap variants, and the unified model when asked) and keeps
+    the most consistent (module doc).
+
+    ``device``: where learned features and the unified model run; ``model_path`` / ``model``: the
+    unified model's checkpoint folder or an already loaded model (default: the shipped weights,
+    loaded only when ``unified`` is a candidate)."""
 
     name = "auto"
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, model_path=None, model=None):
         self.colmap = ColmapEngine(device=device)
+        self._unified_init = {"device": device, "model_path": model_path, "model": model}
+        self._unified = None
+
+    @property
+    def unified(self):
+        """The unified engine, built on first use (importing torch and the model code only then)."""
+        if self._unified is None:
+            from . import get_engine
+
+            self._unified = get_engine(UNIFIED, **self._unified_init)
+        return self._unified
 
     def solve(self, frames, progress=None, *, candidates=DEFAULT_CANDIDATES, start: int = 0, stride: int = 1,
               max_frames: Optional[int] = None, fps: Optional[float] = None, **options) -> Bundle:
-        """``candidates``: features to try ("sift", "disk", "aliked"), in order of preference
-        (ties go to the first). Every other option is the colmap engine's, given to each
-        candidate. A candidate whose features cannot run here is an error, not a skip."""
+        """``candidates``: features to try ("sift", "disk", "aliked") and/or "unified", in order of
+        preference (ties go to the first), as a list or a comma-separated string. Every other
+        option is the colmap engine's, given to each colmap candidate (the unified one takes the
+        known intrinsics only). A candidate that cannot run here is an error, not a skip."""
         bundles, chosen = self.solve_all(frames, progress, candidates=candidates, start=start, stride=stride,
                                          max_frames=max_frames, fps=fps, **options)
         return bundles[chosen]
@@ -92,58 +114,112 @@ class AutoEngine:
         """({candidate: its Bundle, or None when it registered nothing}, the chosen candidate).
         Every bundle records the scores of all (``scores["auto"]``), so benchmarks can set the
         choice beside each candidate's accuracy."""
-        candidates = list(dict.fromkeys(candidates))
-        if not candidates:
-            raise EngineError("auto needs at least one candidate")
-        for c in candidates:
-            if c != "sift":
-                self.colmap.learned(c, options.get("max_keypoints", 2048),
-                                    options.get("learned_image_size", 1024))  # unavailable: fail before any work
+        candidates = _candidate_list(candidates)
+        self._check_available(candidates, options)
         prog = Progress.of(progress)
         load = prog.span(0.0, 0.03, "load")
         load(0.0)
         frames, indices, clip_fps, source_name = _load(frames, start, stride, max_frames)
-        solved, info, timings = {}, {}, {}
+        fps = float(fps or clip_fps)
+        names = [f"{i:06d}.png" for i in range(len(frames))]  # the colmap engine's image names
+        solved, unified_bundle, info, timings = {}, None, {}, {}
         for k, c in enumerate(candidates):
             span = prog.span(0.03 + 0.95 * k / len(candidates), 0.03 + 0.95 * (k + 1) / len(candidates), c)
             # a Progress of its own per candidate: its stage timings do not overwrite the other's
-            child = Progress(lambda f, label, span=span: span(f, label)).staged(STAGES)
+            child = Progress(lambda f, label, span=span: span(f, label))
             t0 = time.perf_counter()
             try:
-                solved[c] = self.colmap.solve_clip(frames, child, features=c, **options)
-                info[c] = {"registered": int(solved[c].rec.num_reg_images())}
+                if c == UNIFIED:
+                    unified_bundle = self._solve_unified(frames, child, fps, options)
+                    solved[c] = PinholeCameras.from_bundle(unified_bundle, names)
+                    info[c] = {"registered": len(solved[c].views)}
+                    timings.update({f"{c}/{stage}": t for stage, t in (unified_bundle.timings or {}).items()
+                                    if stage != "total"})
+                else:
+                    child = child.staged(STAGES)
+                    solved[c] = self.colmap.solve_clip(frames, child, features=c, **options)
+                    info[c] = {"registered": int(solved[c].rec.num_reg_images())}
+                    timings.update({f"{c}/{stage}": t for stage, t in child.timings.items()})
             except NothingRegistered as e:
                 solved[c] = None
                 info[c] = {"registered": 0, "error": str(e)}
             info[c]["seconds"] = round(time.perf_counter() - t0, 3)
-            timings.update({f"{c}/{stage}": t for stage, t in child.timings.items()})
         convert = prog.span(0.98, 1.0, "convert")
         convert(0.0)
-        pools = {c: s.verified for c, s in solved.items() if s is not None}
-        chosen, scored = choose({c: (s.rec if s is not None else None) for c, s in solved.items()}, pools)
+        # only colmap candidates verify matches: the unified model is judged on theirs
+        pools = {c: s.verified for c, s in solved.items() if s is not None and c != UNIFIED}
+        models = {c: None if s is None else (s if c == UNIFIED else s.rec) for c, s in solved.items()}
+        chosen, scored = choose(models, pools)
         if chosen is None:
             raise NothingRegistered("nothing registered by any candidate ("
                                     + "; ".join(f"{c}: {info[c].get('error', 'no model')}" for c in candidates) + ")")
         for c in candidates:
             info[c].update(scored[c], verified_matches=pools[c].total if c in pools else 0)
         record = {"chosen": chosen, "consistency": {c: scored[c]["consistency"] for c in candidates}}
+        if not pools:
+            record["note"] = "no colmap candidate verified any match: the one candidate with cameras is kept unscored"
         source = {"input": source_name, "frame_indices": indices,
                   "auto": {"chosen": chosen, "candidates": info,
-                           "score": "mean over the candidates' verified-match pools of the epipolar support "
+                           "score": "mean over the colmap candidates' verified-match pools of the epipolar support "
                                     f"(tau {TAU_PX} px) per match"}}
+        all_timings = {**timings, **{f"{x}/total": info[x]["seconds"] for x in candidates},
+                       "total": round(sum(v["seconds"] for v in info.values()), 3)}
         bundles = {}
         for c in candidates:
             if solved[c] is None:
                 bundles[c] = None
                 continue
-            b = to_bundle(solved[c], frames, self.name, fps=float(fps or clip_fps), source=dict(source))
+            if c == UNIFIED:
+                b = unified_bundle
+                b.engine = self.name
+                b.source = {**(b.source or {}), **source}
+            else:
+                b = to_bundle(solved[c], frames, self.name, fps=fps, source=dict(source))
             # "score": this bundle's own consistency, the one number a summary line shows
             b.scores["auto"] = dict(record, this=c, score=record["consistency"][c])
-            b.timings = {**timings, **{f"{x}/total": info[x]["seconds"] for x in candidates},
-                         "total": round(sum(v["seconds"] for v in info.values()), 3)}
+            b.timings = dict(all_timings)
             bundles[c] = b
         convert(1.0, "done")
         return bundles, chosen
 
+    def _check_available(self, candidates: list, options: dict) -> None:
+        """Fail before any work when a candidate cannot run here."""
+        for c in candidates:
+            if c == UNIFIED:
+                from . import get_spec
 
-__all__ = ["AutoEngine", "Cancelled", "DEFAULT_CANDIDATES", "VerifiedMatches", "choose", "consistency"]
+                reason = get_spec(UNIFIED).unavailable_reason()
+                if reason:
+                    raise EngineError(f"auto: the unified candidate cannot run here: {reason}")
+            elif c != "sift":
+                self.colmap.learned(c, options.get("max_keypoints", 2048), options.get("learned_image_size", 1024))
+
+    def _solve_unified(self, frames: list, progress: Progress, fps: float, options: dict) -> Bundle:
+        """The unified model's V2C on the frames the colmap candidates see, with the known
+        intrinsics (K, focal_px or focal_mm) when given; its other options are its defaults."""
+        h, w = frames[0].shape[:2]
+        K = known_intrinsics(options.get("K"), len(frames), w, focal_px=options.get("focal_px"),
+                             focal_mm=options.get("focal_mm"), sensor_mm=options.get("sensor_mm"), h=h)
+        try:
+            return self.unified.solve(frames, progress, K=K, fps=fps)
+        except EngineError as e:  # too few frames, or no solution: the candidate failed
+            raise NothingRegistered(str(e)) from e
+
+
+def _candidate_list(candidates) -> list:
+    """Candidates as a list without repeats; a string is read as comma-separated names (the
+    eval CLI's ``--option auto:candidates=sift,unified``)."""
+    if isinstance(candidates, str):
+        candidates = [c.strip() for c in candidates.split(",") if c.strip()]
+    candidates = list(dict.fromkeys(candidates))
+    if not candidates:
+        raise EngineError("auto needs at least one candidate")
+    known = ("sift", "disk", "aliked", UNIFIED)
+    unknown = [c for c in candidates if c not in known]
+    if unknown:
+        raise EngineError(f"auto: unknown candidate(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return candidates
+
+
+__all__ = ["AutoEngine", "Cancelled", "DEFAULT_CANDIDATES", "PinholeCameras", "UNIFIED", "VerifiedMatches",
+           "choose", "consistency"]

@@ -12,6 +12,9 @@ supports nothing, so a model that places more frames is preferred unless its pos
 Measured on the case above: GLOMAP 2212 of 2293 matches within 2 px, incremental 2108; on a
 rendered dolly-in clip, GLOMAP 0.12 px median Sampson distance, the ground truth 0.11 px, the
 drifting incremental model 0.42 px.
+
+The same rule judges cameras that are not a COLMAP model (:func:`pinhole_support`: per-frame
+K and c2w, as the unified model's bundle holds them), so ``auto`` can set them beside COLMAP's.
 """
 
 from __future__ import annotations
@@ -57,18 +60,86 @@ def read_verified_matches(pycolmap, database) -> VerifiedMatches:
     return VerifiedMatches(keypoints, pairs)
 
 
+@dataclass
+class PinholeCameras:
+    """Any engine's cameras, by image name, to score on the verified matches like a COLMAP model.
+
+    ``views`` maps an image name to (K, c2w): K 3x3 in the bundle's pixel convention (pixel
+    centres at integers: COLMAP's keypoints are shifted by half a pixel to meet it), c2w 4x4
+    OpenCV camera-to-world. A frame the engine did not place is absent (or has c2w None)."""
+
+    views: dict
+
+    @classmethod
+    def from_bundle(cls, bundle, names: list) -> "PinholeCameras":
+        """The cameras of ``bundle`` (a :class:`backend.bundle.Bundle`), frame i named ``names[i]``.
+        Lens distortion, if any, is ignored: the frames are scored as pinhole."""
+        views = {}
+        for cam in bundle.cameras or []:
+            if cam.c2w is None or not np.all(np.isfinite(cam.c2w)):
+                continue
+            K = np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]])
+            views[names[cam.index]] = (K, np.asarray(cam.c2w, dtype=np.float64))
+        return cls(views)
+
+
+@dataclass
+class _View:
+    w2c: np.ndarray  # 4x4 world-to-camera
+    focal: float  # mean focal length in pixels, to turn normalised distances into pixels
+    rays: object  # (N, 2) COLMAP-convention keypoints -> (N, 3) homogeneous normalised coordinates
+
+
 def epipolar_support(rec, verified: VerifiedMatches, tau_px: float = TAU_PX) -> float:
-    """Sum over all verified matches of the truncated-quadratic support under ``rec``'s poses."""
+    """Sum over all verified matches of the truncated-quadratic support under ``rec``'s poses
+    (``rec``: a pycolmap Reconstruction, its cameras' own distortion models undistorting)."""
     by_name = {img.name: img for img in rec.images.values() if img.has_pose}
-    score = 0.0
+
+    def view(name):
+        img = by_name.get(name)
+        if img is None:
+            return None
+        cam = rec.cameras[img.camera_id]
+        return _View(_w2c(img), cam.mean_focal_length(), lambda xy, cam=cam: _rays(cam, xy))
+
+    return _support(verified, view, tau_px)
+
+
+def pinhole_support(cameras: PinholeCameras, verified: VerifiedMatches, tau_px: float = TAU_PX) -> float:
+    """:func:`epipolar_support` of per-frame pinhole cameras (:class:`PinholeCameras`), so a
+    model that is not a COLMAP reconstruction (the unified model's) is judged on the same matches
+    by the same rule."""
+
+    def view(name):
+        K, c2w = cameras.views.get(name, (None, None))
+        if c2w is None:
+            return None
+        K = np.asarray(K, dtype=np.float64)
+        K_inv = np.linalg.inv(K)
+
+        def rays(xy, K_inv=K_inv):
+            # COLMAP puts pixel centres at +0.5, the bundle's K at integers
+            xy = np.asarray(xy, dtype=np.float64) - 0.5
+            return np.concatenate([xy, np.ones((len(xy), 1))], axis=1) @ K_inv.T
+
+        return _View(np.linalg.inv(np.asarray(c2w, dtype=np.float64)), 0.5 * (K[0, 0] + K[1, 1]), rays)
+
+    return _support(verified, view, tau_px)
+
+
+def _support(verified: VerifiedMatches, view, tau_px: float) -> float:
+    """The support sum, with ``view(name)`` giving a frame's :class:`_View` or None if not placed."""
+    views, score = {}, 0.0
     for name_a, name_b, matches in verified.pairs:
-        img_a, img_b = by_name.get(name_a), by_name.get(name_b)
-        if img_a is None or img_b is None:
+        for name in (name_a, name_b):
+            if name not in views:
+                views[name] = view(name)
+        va, vb = views[name_a], views[name_b]
+        if va is None or vb is None:
             continue  # a frame the model left out explains none of its matches
-        cam_a, cam_b = rec.cameras[img_a.camera_id], rec.cameras[img_b.camera_id]
-        x1 = _rays(cam_a, verified.keypoints[name_a][matches[:, 0]])
-        x2 = _rays(cam_b, verified.keypoints[name_b][matches[:, 1]])
-        b_from_a = _w2c(img_b) @ np.linalg.inv(_w2c(img_a))
+        x1 = va.rays(verified.keypoints[name_a][matches[:, 0]])
+        x2 = vb.rays(verified.keypoints[name_b][matches[:, 1]])
+        b_from_a = vb.w2c @ np.linalg.inv(va.w2c)
         R, t = b_from_a[:3, :3], b_from_a[:3, 3]
         norm = np.linalg.norm(t)
         if norm < 1e-12:
@@ -78,7 +149,7 @@ def epipolar_support(rec, verified: VerifiedMatches, tau_px: float = TAU_PX) -> 
         Ex1, Etx2 = x1 @ E.T, x2 @ E
         num = np.sum(x2 * Ex1, axis=1) ** 2
         den = Ex1[:, 0] ** 2 + Ex1[:, 1] ** 2 + Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2
-        f = 0.5 * (cam_a.mean_focal_length() + cam_b.mean_focal_length())
+        f = 0.5 * (va.focal + vb.focal)
         d2 = num / np.maximum(den, 1e-300) * f * f
         d2 = np.where(np.isfinite(d2), d2, np.inf)  # a keypoint a distorted camera cannot undistort supports nothing
         score += float(np.clip(1.0 - d2 / tau_px ** 2, 0.0, None).sum())

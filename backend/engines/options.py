@@ -152,12 +152,13 @@ class ColmapOptions(_ColmapCommon):
 
 
 class AutoOptions(_ColmapCommon):
-    """The colmap engine's options, given to every candidate, and the candidates themselves."""
+    """The colmap engine's options, given to every colmap candidate, and the candidates themselves."""
 
-    candidates: list[Features] = Field(
-        list(AUTO_CANDIDATES), min_length=1, max_length=3,
-        description="colmap feature variants to solve with, in order of preference (ties go to the first); "
-                    "the one whose cameras explain all candidates' verified matches best is kept",
+    candidates: list[Literal["sift", "disk", "aliked", "unified"]] = Field(
+        list(AUTO_CANDIDATES), min_length=1, max_length=4,
+        description="colmap feature variants (sift, disk, aliked) and/or the unified model (unified) to solve "
+                    "with, in order of preference (ties go to the first); the one whose cameras explain the colmap "
+                    "candidates' verified matches best is kept",
         json_schema_extra=_features_available)
 
     @field_validator("candidates")
@@ -166,8 +167,20 @@ class AutoOptions(_ColmapCommon):
         if len(set(v)) != len(v):
             raise ValueError("a candidate is named twice")
         for kind in v:
-            _check_features(kind)
+            if kind == "unified":
+                _check_unified()
+            else:
+                _check_features(kind)
         return v
+
+
+def _check_unified() -> None:
+    # the registry imports this module: look it up only when a candidate asks for it
+    from . import get_spec
+
+    reason = get_spec("unified").unavailable_reason()
+    if reason:
+        raise ValueError(f"the unified candidate is not available here: {reason}")
 
 
 class UnifiedOptions(EngineOptions):

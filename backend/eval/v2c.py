@@ -45,24 +45,28 @@ def make_engine(name: str, device: Optional[str] = None, model: Optional[str] = 
     params = inspect.signature(cls).parameters
     init = {k: v for k, v in (("device", device), ("model_path", model)) if v is not None and k in params}
     t0 = time.perf_counter()
-    if issubclass(cls, LazyModel):  # an engine on the unified model: the process's one loaded copy
-        init["model"] = unified_model(model, device or "cpu")
+    if issubclass(cls, LazyModel) or "model" in params:  # an engine on (or with) the unified model:
+        init["model"] = unified_model(model, device or "cpu")  # the process's one loaded copy
     engine = cls(**init)
     if hasattr(type(engine), "model"):  # a LazyModel engine: load the weights now
         engine.model
     return engine, time.perf_counter() - t0
 
 
-def solve_clip(engine, frames, gt_c2w: np.ndarray, K: Optional[np.ndarray] = None, options: Optional[dict] = None):
+def solve_clip(engine, frames, gt_c2w: np.ndarray, K: Optional[np.ndarray] = None, options: Optional[dict] = None,
+               scores: Optional[dict] = None):
     """Solve one clip and score it. Returns (metrics, registered frames, seconds, bundle timings,
     error message or None). An engine error (nothing registered, too few frames) is not fatal:
-    every frame counts as unregistered, so every pair fails."""
+    every frame counts as unregistered, so every pair fails. ``scores``, when given, receives the
+    bundle's own scores (auto's choice and consistencies)."""
     t0 = time.perf_counter()
     error, timings = None, {}
     try:
         bundle = engine.solve(frames, **({"K": K} if K is not None else {}), **(options or {}))
         pred = bundle.c2w_array()
         timings = dict(bundle.timings or {})
+        if scores is not None:
+            scores.update(bundle.scores or {})
     except EngineError as e:
         error = str(e)
         pred = np.full(np.shape(gt_c2w), np.nan)
@@ -123,15 +127,49 @@ def evaluate(engines: dict, clips: Iterable, known_k: bool = False, options: Opt
                     for _ in range(warmup):
                         solve_clip(engine, clip.frames, clip.c2w, K, options.get(name))
         for name, engine in engines.items():
-            m, reg, sec, timings, err = solve_clip(engine, clip.frames, clip.c2w, K, options.get(name))
+            scores = {}
+            m, reg, sec, timings, err = solve_clip(engine, clip.frames, clip.c2w, K, options.get(name), scores)
             n = len(clip.frames)
-            rows[name].append({"clip": clip.name, **clip.info, "caption": clip.caption, "frames": n,
-                               "metrics": m, "registered": reg, "seconds": sec, "timings": timings, "error": err})
+            row = {"clip": clip.name, **clip.info, "caption": clip.caption, "frames": n,
+                   "metrics": m, "registered": reg, "seconds": sec, "timings": timings, "error": err}
+            choice = ""
+            if "auto" in scores:  # which candidate auto kept, and every candidate's consistency
+                row["auto"] = {k: scores["auto"][k] for k in ("chosen", "consistency") if k in scores["auto"]}
+                choice = f" chose {row['auto'].get('chosen')} {row['auto'].get('consistency')}"
+            rows[name].append(row)
             log(f"[{ci + 1}] {name:>8} {clip.name}{' (' + clip.info['motion'] + ')' if clip.info.get('motion') else ''}: "
                 f"rot {fmt(m['rot_err'])} transl {fmt(m['transl_err'])} RRA@5 {fmt(m['RRA@5'], 3)} "
                 f"RTA@5 {fmt(m['RTA@5'], 3)} mAA@30 {fmt(m['mAA@30'], 3)} reg {reg}/{n} {sec:.2f} s"
-                + (f"  [{err}]" if err else ""))
+                + (f"  [{err}]" if err else "") + choice)
     return {name: {"rows": r, "summary": summarise(r)} for name, r in rows.items()}
+
+
+def oracle(results: dict, a: str = "colmap", b: str = "unified", metric: str = "mAA@30") -> Optional[dict]:
+    """The per-clip better of engines ``a`` and ``b`` by ``metric`` (a ground-truth oracle: what a
+    perfect chooser between them would score), or None when either did not run. Returns
+    {"engines", "metric", "mean", "clips", "picked": {a: n, b: n}, "per_clip": [...]}."""
+    if a not in results or b not in results:
+        return None
+    rows_a, rows_b = results[a]["rows"], results[b]["rows"]
+    best, picked = [], {a: 0, b: 0}
+    for ra, rb in zip(rows_a, rows_b):
+        va, vb = (np.nan_to_num(r["metrics"][metric], nan=0.0) for r in (ra, rb))
+        name = a if va >= vb else b
+        picked[name] += 1
+        best.append(float(max(va, vb)))
+    return {"engines": [a, b], "metric": metric, "mean": float(np.mean(best)) if best else float("nan"),
+            "clips": len(best), "picked": picked, "per_clip": best}
+
+
+def auto_choices(results: dict, name: str = "auto") -> Optional[dict]:
+    """How often ``auto`` kept each candidate (from the rows' recorded choice), or None."""
+    if name not in results:
+        return None
+    counts = {}
+    for r in results[name]["rows"]:
+        chosen = (r.get("auto") or {}).get("chosen", "none (failed)")
+        counts[chosen] = counts.get(chosen, 0) + 1
+    return counts
 
 
 def table(results: dict) -> str:
