@@ -23,7 +23,7 @@ pycolmap = pytest.importorskip("pycolmap")
 
 from backend.engines import NothingRegistered, get_engine  # noqa: E402
 from backend.engines.colmap import WORK_PREFIX, remove_stale_work_folders  # noqa: E402
-from backend.io_video import VideoError, still_frames  # noqa: E402
+from backend.io_video import still_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
