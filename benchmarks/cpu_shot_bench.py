@@ -20,8 +20,8 @@ Settings are named (``SETTINGS``) or written inline: ``name:key=value,key=value`
 compile inference_mode``. torch.compile's compile time is reported apart (a full warm-up shot
 minus the timed median). Example::
 
-    .venv/bin/python benchmarks/cpu_shot_bench.py --settings default euler-8 unipc-8 fast \\
-        --prompts 3 --json benchmarks/results/cpu_shot.jsonl
+    .venv/bin/python benchmarks/cpu_shot_bench.py --settings euler-8/t1 unipc-8/t1 unipc-16/t1 fast \\
+        --prompts 3 --v2c --json benchmarks/results/cpu_shot.jsonl
 """
 
 from __future__ import annotations
@@ -55,13 +55,14 @@ SETTINGS = {
     "unipc-8/t1": {"steps": 8, "scheduler": "unipc", "threads": 1},
     "unipc-8": {"steps": 8, "scheduler": "unipc"},
     "unipc-12/t1": {"steps": 12, "scheduler": "unipc", "threads": 1},
+    "unipc-16/t1": {"steps": 16, "scheduler": "unipc", "threads": 1},
     "dpm-8/t1": {"steps": 8, "scheduler": "dpm++", "threads": 1},
     "unipc-6-cfg3/t1": {"steps": 6, "scheduler": "unipc", "cfg_steps": 3, "threads": 1},
     "unipc-8-cfg4/t1": {"steps": 8, "scheduler": "unipc", "cfg_steps": 4, "threads": 1},
     "unipc-8-bf16/t1": {"steps": 8, "scheduler": "unipc", "autocast": True, "threads": 1},
     "unipc-8-compile/t1": {"steps": 8, "scheduler": "unipc", "compile": True, "threads": 1},
     "unipc-8-inference-mode/t1": {"steps": 8, "scheduler": "unipc", "inference_mode": True, "threads": 1},
-    "unipc-8-cam/t1": {"steps": 8, "scheduler": "unipc", "alignment_iters": 100, "photometric_iters": 30,
+    "unipc-8-cam/t1": {"steps": 8, "scheduler": "unipc", "alignment_iters": 100, "photometric_iters": 20,
                        "threads": 1},
     "fast": {"steps": FAST_CPU.steps, "guidance": FAST_CPU.guidance, "threads": 1,
              **{f.name: getattr(FAST_CPU.options, f.name) for f in fields(SamplerOptions)}},
@@ -182,7 +183,7 @@ def self_consistency(engine, b) -> dict:
     return {"t2vc_rot": float(m["rot_err"]), "t2vc_transl": float(m["transl_err"])}
 
 
-def bench_setting(name, setting, net, text, prompts, refs, engine, log) -> dict:
+def bench_setting(name, setting, net, text, prompts, refs, engine, log, save=None) -> dict:
     from backend.pipelines.t2v import T2VPipeline
 
     torch.set_num_threads(int(setting["threads"]))
@@ -199,6 +200,9 @@ def bench_setting(name, setting, net, text, prompts, refs, engine, log) -> dict:
     for i, p in enumerate(prompts):
         b, t = run_shot(pipe, p, i, setting)
         q = quality(b, refs[i])
+        if save is not None:  # frames and cameras, for comparisons between settings afterwards
+            save.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(save / f"{name.replace('/', '_')}_{i}.npz", video=np.stack(b.frames), c2w=b.c2w_array())
         if engine is not None:
             q.update(self_consistency(engine, b))
         rows.append({**t, **q, "forwards": b.scores.get("forwards")})
@@ -230,13 +234,14 @@ def table(results: list) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", nargs="+", default=["default", "unipc-8", "fast"],
+    ap.add_argument("--settings", nargs="+", default=["euler-8/t1", "unipc-8/t1", "fast"],
                     help=f"named ({', '.join(SETTINGS)}) or name:key=value,...")
     ap.add_argument("--prompts", type=int, default=3, help="held-out captions (seed = index)")
     ap.add_argument("--ref-cache", type=Path, default=Path.home() / ".cache" / "parallax" / "cpu_shot_ref.npz",
                     help="the 25-step default's frames and cameras, computed once")
     ap.add_argument("--v2c", action="store_true", help="also eval t2vc's self-consistency (V2C on each shot)")
     ap.add_argument("--json", type=Path, default=None, help="append one JSON line per setting")
+    ap.add_argument("--save", type=Path, default=None, help="folder for each shot's frames and cameras (.npz)")
     args = ap.parse_args(argv)
     settings = [parse_setting(s) for s in args.settings]
     log = lambda s: print(s, flush=True)  # noqa: E731
@@ -247,13 +252,14 @@ def main(argv=None) -> int:
     from backend.models.text import TextEncoder
     from backend.pipelines.t2v import T2VPipeline
 
-    torch.set_num_threads(DEFAULT["threads"])
+    torch.set_num_threads(int(settings[0][1]["threads"]))
     net = load_model(device="cpu").eval()
     text = TextEncoder(components_of(net.config).text_encoder, max_length=net.config.model_max_length, device="cpu")
     prompts = [c for _, c in heldout_prompts(args.prompts)]
     log(f"{os.cpu_count()} CPUs, torch {torch.__version__}; prompts: {prompts}")
     warm = T2VPipeline(model=net, device="cpu", text_encoder=text)
-    _, t = run_shot(warm, prompts[0], 0, {**DEFAULT, "steps": 2})  # first-call allocations, not billed to a setting
+    # first-call allocations, not billed to a setting (the cameras' optimisations are cut short too)
+    _, t = run_shot(warm, prompts[0], 0, {**DEFAULT, "steps": 2, "alignment_iters": 10, "photometric_iters": 5})
     log("warm-up (2 steps): " + ", ".join(f"{s} {t[s]:.1f}" for s in STAGES) + f" s, load {t['load']:.1f}")
     refs = reference(warm, prompts, args.ref_cache, log)
     engine = None
@@ -264,7 +270,7 @@ def main(argv=None) -> int:
     results = []
     for name, setting in settings:
         log(f"setting {name}: {setting}")
-        r = bench_setting(name, setting, net, text, prompts, refs, engine, log)
+        r = bench_setting(name, setting, net, text, prompts, refs, engine, log, save=args.save)
         results.append(r)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--fast", action="store_true",
                    help="the unified model's CPU preset (backend.pipelines.t2v.FAST_CPU): a multistep flow solver "
                         "with fewer steps and cheaper camera optimisations, chosen by benchmarks/cpu_shot_bench.py "
-                        "for a 16-frame shot with cameras in about 30 s on 2 CPU cores; --steps and --guidance "
-                        "still override it")
+                        "for a 16-frame shot with cameras in 18-27 s on 2 shared CPU cores (the default sampler: "
+                        "95 s); one torch thread on a CPU; --steps and --guidance still override it")
 
 
 def build_generator(model, device=None, steps=None, guidance=None, height=None, width=None, progress=None):
@@ -66,6 +66,12 @@ def use_fast_preset(generator, steps=None, guidance=None) -> None:
     generator.pipe.options = FAST_CPU.options
     generator.steps = int(steps or FAST_CPU.steps)
     generator.guidance = FAST_CPU.guidance if guidance is None else float(guidance)
+    if str(generator.pipe.device).startswith("cpu"):
+        import torch
+
+        # Measured on the shared 2-core machine: two OpenMP threads stalled a shot from 8 s to
+        # 54-91 s when other work held a core; one thread ran every shot in 12-13 s.
+        torch.set_num_threads(1)
 
 
 def build_geometry(geometry, generator, device=None):

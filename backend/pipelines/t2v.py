@@ -9,7 +9,7 @@ index -> image) are given clean through the frame mask and re-imposed after ever
 which is the interpolation mode InterPose uses.
 
 Fast sampling on a CPU (issue 17; ``benchmarks/cpu_shot_bench.py``, figures in
-``benchmarks/RESULTS.md``): :class:`SamplerOptions` picks a multistep flow solver (diffusers'
+``benchmarks/results/cpu_shot.jsonl``): :class:`SamplerOptions` picks a multistep flow solver (diffusers'
 ``UniPCMultistepScheduler`` / ``DPMSolverMultistepScheduler`` with ``prediction_type=
 "flow_prediction"`` on the same sigmas, 1 down to the geometry level), guidance on the first
 ``cfg_steps`` steps only (one row per pass after that), bf16 autocast on the CPU, and cheaper
@@ -82,11 +82,29 @@ class Preset:
     options: SamplerOptions
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX): there bf16 autocast
+    halved a pass (measured 0.64 s against 1.31 s of CPU time, one thread); elsewhere oneDNN
+    converts every operand and bf16 is no faster, so the preset stays fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no way to tell, keep fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 DEFAULT_OPTIONS = SamplerOptions()
-# The CPU preset, chosen by benchmarks/cpu_shot_bench.py (RESULTS.md, "Fast sampling on a CPU"):
-# the fastest setting whose cameras stay within 1 deg (rotation) of the 25-step default's with
-# the same seed and whose frames stay near its pixels.
-FAST_CPU = Preset(steps=8, guidance=5.0, options=SamplerOptions(scheduler="unipc", cfg_steps=None))
+# The CPU preset, chosen with benchmarks/cpu_shot_bench.py on the shared 2-core dev machine (one
+# torch thread, 3 held-out prompts, the same seeds as the 25-step default). The rule: the median
+# prompt's cameras within 1 deg (rotation) of the 25-step default's, and frames within twice the
+# default's own step error (UniPC at 16 steps differs from it by 6.7 uint8 levels: <= 13.4).
+# UniPC at 12 steps with bf16 (where the CPU has it) and 150 alignment / 3 x 40 photometric
+# iterations: 18.1 s a 16-frame shot at load 3.8, 27.0 s at load 4.9 (the default, 25 Euler steps
+# in fp32: 95 s at load 3.5); pixel difference 9.7, rotation difference 0.65 deg on the median
+# prompt. 8 steps (11.6 s) failed the pixel bar (17.1, no better than Euler at 8 steps).
+FAST_CPU = Preset(steps=12, guidance=5.0, options=SamplerOptions(scheduler="unipc", autocast=native_bf16_cpu(),
+                                                                  alignment_iters=150, photometric_iters=40))
 
 
 def sigma_schedule(steps: int, shift: float = 1.0, end: float = GEOMETRY_T / 1000.0) -> list:
