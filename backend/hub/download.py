@@ -163,24 +163,9 @@ class _Bytes:
     def bar(self):
         counter = self
 
-        class Bar:
-            def __init__(self, *args, **kwargs):
-                pass
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
+        class Bar(_Quiet):  # a silent tqdm that counts the bytes huggingface_hub reports
             def update(self, n=1):
                 counter.add(n)
-
-            def close(self):
-                pass
-
-            def set_postfix_str(self, *args, **kwargs):
-                pass
 
         return Bar
 
