@@ -158,7 +158,8 @@ class AutoOptions(_ColmapCommon):
         list(AUTO_CANDIDATES), min_length=1, max_length=4,
         description="colmap feature variants (sift, disk, aliked) and/or the unified model (unified) to solve "
                     "with, in order of preference (ties go to the first); the one whose cameras explain the colmap "
-                    "candidates' verified matches best is kept",
+                    "candidates' verified matches best is kept. With unified, list it first (unified,sift): it "
+                    "measured better that way on synthetic clips",
         json_schema_extra=_features_available)
 
     @field_validator("candidates")

@@ -211,9 +211,24 @@ def run_v2c(args) -> int:
              "only; unregistered frames fail their pairs), averaged over clips; accuracies in percent.",
              f"Engine options: {options}; model {args.model or 'parallax-tiny (shipped)'}; device {args.device}; "
              f"whole run {total:.0f} s."]
+    extra = {}
+    best_of = v2c.oracle(results)
+    if best_of is not None:  # what a perfect per-clip chooser between colmap and unified would reach
+        extra["oracle"] = best_of
+        notes.append(f"Oracle (the better of colmap and unified per clip, by ground truth): mAA@30 "
+                     f"{100 * best_of['mean']:.2f} over {best_of['clips']} clips (colmap better or equal on "
+                     f"{best_of['picked']['colmap']}, unified on {best_of['picked']['unified']}).")
+    choices = v2c.auto_choices(results)
+    if choices is not None:
+        extra["auto_choices"] = choices
+        notes.append("auto kept: " + ", ".join(f"{k} on {n} clips" for k, n in choices["kept"].items()) + ".")
+        if "oracle" in choices:  # auto beside its own candidates, on the very same solves
+            notes.append("auto's own candidates, same solves: mAA@30 " + ", ".join(
+                f"{c} {100 * v:.2f}" for c, v in choices["candidates"].items()) + f", per-clip better of them "
+                f"(oracle) {100 * choices['oracle']:.2f}, auto's choice {100 * choices['auto']:.2f}.")
     _finish(args, f"V2C ({args.data})", v2c.table(results), notes,
             {"data": args.data, "data_info": data_info, "known_k": args.known_k, "engines": results,
-             "model": args.model, "total_s": total})
+             "model": args.model, "total_s": total, **extra})
     return 0
 
 

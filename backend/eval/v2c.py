@@ -45,8 +45,10 @@ def make_engine(name: str, device: Optional[str] = None, model: Optional[str] = 
     params = inspect.signature(cls).parameters
     init = {k: v for k, v in (("device", device), ("model_path", model)) if v is not None and k in params}
     t0 = time.perf_counter()
-    if issubclass(cls, LazyModel) or "model" in params:  # an engine on (or with) the unified model:
-        init["model"] = unified_model(model, device or "cpu")  # the process's one loaded copy
+    # an engine on the unified model, or auto (whose candidates may include it): the process's
+    # one loaded copy
+    if issubclass(cls, LazyModel) or name == "auto":
+        init["model"] = unified_model(model, device or "cpu")
     engine = cls(**init)
     if hasattr(type(engine), "model"):  # a LazyModel engine: load the weights now
         engine.model
@@ -61,8 +63,16 @@ def solve_clip(engine, frames, gt_c2w: np.ndarray, K: Optional[np.ndarray] = Non
     bundle's own scores (auto's choice and consistencies)."""
     t0 = time.perf_counter()
     error, timings = None, {}
+    kwargs = {**({"K": K} if K is not None else {}), **(options or {})}
     try:
-        bundle = engine.solve(frames, **({"K": K} if K is not None else {}), **(options or {}))
+        if scores is not None and hasattr(engine, "solve_all"):
+            # auto: every candidate's cameras come back too, scored below, so its choice can be
+            # set beside the better of its own candidates on the same solves
+            bundles, chosen = engine.solve_all(frames, **kwargs)
+            bundle = bundles[chosen]
+            scores["candidates"] = {c: _candidate_figures(b, gt_c2w) for c, b in bundles.items()}
+        else:
+            bundle = engine.solve(frames, **kwargs)
         pred = bundle.c2w_array()
         timings = dict(bundle.timings or {})
         if scores is not None:
@@ -80,6 +90,13 @@ def solve_clip(engine, frames, gt_c2w: np.ndarray, K: Optional[np.ndarray] = Non
                         f"{len(gt_c2w)} frames")
     registered = int(np.isfinite(pred).all(axis=(1, 2)).sum())
     return pairwise_metrics(pred, gt_c2w), registered, seconds, timings, error
+
+
+def _candidate_figures(bundle, gt_c2w: np.ndarray) -> dict:
+    """mAA@30, RRA@5 and frames registered of one of auto's candidates (all failed when None)."""
+    pred = np.full(np.shape(gt_c2w), np.nan) if bundle is None else bundle.c2w_array()
+    m = pairwise_metrics(pred, gt_c2w)
+    return {"mAA@30": m["mAA@30"], "RRA@5": m["RRA@5"], "registered": int(np.isfinite(pred).all(axis=(1, 2)).sum())}
 
 
 def _nanmean(values) -> float:
@@ -135,6 +152,7 @@ def evaluate(engines: dict, clips: Iterable, known_k: bool = False, options: Opt
             choice = ""
             if "auto" in scores:  # which candidate auto kept, and every candidate's consistency
                 row["auto"] = {k: scores["auto"][k] for k in ("chosen", "consistency") if k in scores["auto"]}
+                row["auto"]["candidates"] = scores.get("candidates", {})
                 choice = f" chose {row['auto'].get('chosen')} {row['auto'].get('consistency')}"
             rows[name].append(row)
             log(f"[{ci + 1}] {name:>8} {clip.name}{' (' + clip.info['motion'] + ')' if clip.info.get('motion') else ''}: "
@@ -162,14 +180,30 @@ def oracle(results: dict, a: str = "colmap", b: str = "unified", metric: str = "
 
 
 def auto_choices(results: dict, name: str = "auto") -> Optional[dict]:
-    """How often ``auto`` kept each candidate (from the rows' recorded choice), or None."""
+    """How ``auto`` chose, from its rows: {"kept": {candidate: clips}, "candidates": {candidate:
+    mean mAA@30 of its own solve}, "oracle": mean of the per-clip best candidate (by ground
+    truth), "auto": mean of auto's choice}, all on the same solves; None when auto did not run."""
     if name not in results:
         return None
-    counts = {}
-    for r in results[name]["rows"]:
-        chosen = (r.get("auto") or {}).get("chosen", "none (failed)")
-        counts[chosen] = counts.get(chosen, 0) + 1
-    return counts
+    rows = results[name]["rows"]
+    names = list(dict.fromkeys(c for r in rows for c in ((r.get("auto") or {}).get("candidates") or {})))
+    kept, per_candidate, best, own = {}, {c: [] for c in names}, [], []
+    for r in rows:
+        record = r.get("auto") or {}
+        chosen = record.get("chosen", "none (failed)")
+        kept[chosen] = kept.get(chosen, 0) + 1
+        found = record.get("candidates") or {}
+        # a clip where every candidate failed (auto raised) scores 0 for each
+        figures = {c: float(np.nan_to_num(found[c]["mAA@30"], nan=0.0)) if c in found else 0.0 for c in names}
+        for c, v in figures.items():
+            per_candidate[c].append(v)
+        best.append(max(figures.values(), default=0.0))
+        own.append(float(np.nan_to_num(r["metrics"]["mAA@30"], nan=0.0)))
+    out = {"kept": kept, "auto": float(np.mean(own)) if own else float("nan")}
+    if names:
+        out["candidates"] = {c: float(np.mean(v)) for c, v in per_candidate.items()}
+        out["oracle"] = float(np.mean(best))
+    return out
 
 
 def table(results: dict) -> str:
