@@ -146,12 +146,17 @@ def test_gated_missing_revision_and_no_network(tmp_path, tiny, monkeypatch):
         with pytest.raises(dl.DownloadError) as info:
             dl.download_model(_entry(tiny, revision="v9"), cache_dir=tmp_path, endpoint=hub.url)
         assert info.value.kind == "revision"
-    closed = hub.url  # the server is gone: nothing listens there
+    import socket
+
     import huggingface_hub.utils._http as hf_http
 
     monkeypatch.setattr(hf_http.time, "sleep", lambda s: None)  # huggingface_hub's backoff: 23 s of retries
-    with pytest.raises(dl.DownloadError) as info:
-        dl.download_model(_entry(tiny), cache_dir=tmp_path, endpoint=closed)
+    # No network: a port this test holds bound but never listens on refuses every connection. (The
+    # closed server's own address is no test: a keep-alive connection from the calls above, still
+    # served by its handler thread, sometimes answered the download.)
+    with socket.socket() as held, pytest.raises(dl.DownloadError) as info:
+        held.bind(("127.0.0.1", 0))
+        dl.download_model(_entry(tiny), cache_dir=tmp_path, endpoint=f"http://127.0.0.1:{held.getsockname()[1]}")
     assert info.value.kind == "network" and "cannot reach" in str(info.value)
 
 
