@@ -205,18 +205,19 @@ class Bundle:
         lines.append(f"{self.engine or self.task}, {self.fps:g} fps" + (f", from {Path(str(where)).name}" if where else ""))
         unsolved = src.get("unregistered_frames") or [c.index for c in self.cameras or [] if c.c2w is None]
         if unsolved:
-            lines.append(f"not solved: frames {_ranges(unsolved)}")
+            lines.append(f"not solved: frames {frame_ranges(unsolved)}")
         still = src.get("still_frames")  # repeats of the frame before: no motion to see
         if isinstance(still, list) and still and all(isinstance(i, int) for i in still):
-            lines.append(f"still: frames {_ranges(still)} repeat the frame before (no camera motion there)")
+            lines.append(f"still: frames {frame_ranges(still)} repeat the frame before (no camera motion there)")
         empty = s.get("frames_without_points") or []
         if empty:
-            lines.append(f"no confident points: {len(empty)} frames ({_ranges(empty)})")
+            lines.append(f"no confident points: {len(empty)} frames ({frame_ranges(empty)})")
         return lines
 
 
-def _ranges(indices) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (long lists stay one readable line)."""
+def frame_ranges(indices, most: Optional[int] = 12) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"; beyond ``most`` runs, " ..." (long lists stay one
+    readable line; None: every run, for a panel that wraps its lines)."""
     out, run = [], []
     for i in sorted(int(k) for k in indices):
         if run and i == run[-1] + 1:
@@ -227,7 +228,9 @@ def _ranges(indices) -> str:
         run = [i]
     if run:
         out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ", ".join(out[:12]) + (" ..." if len(out) > 12 else "")
+    if most is not None and len(out) > most:
+        return ", ".join(out[:most]) + " ..."
+    return ", ".join(out)
 
 
 # ----------------------------------------------------------------------------------------

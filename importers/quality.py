@@ -73,18 +73,3 @@ def load_plot(name: str, png: Path) -> bpy.types.Image:
     image.pack()
     image.preview_ensure()
     return image
-
-
-def frame_ranges(frames: list[int]) -> str:
-    """[2, 3, 4, 9] -> "2-4, 9"."""
-    out, run = [], []
-    for f in sorted(frames):
-        if run and f == run[-1] + 1:
-            run.append(f)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [f]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ", ".join(out)

@@ -9,7 +9,7 @@ import bpy
 
 from .. import backend_link
 from ..importers.options import copy_options
-from ..importers.quality import frame_ranges
+from ..backend.bundle import frame_ranges
 from ..operators.jobs import BUILTIN_GENERATOR, Job, model_title
 from ..operators.models import Models
 from ..package import addon_package
@@ -73,7 +73,7 @@ def draw_result(layout, coll) -> None:
     if unsolved:
         col = layout.column(align=True)
         col.label(text=f"Not solved: {len(unsolved)} frames (no camera key there)", icon="ERROR")
-        for line in _wrap(frame_ranges(unsolved)):
+        for line in _wrap(frame_ranges(unsolved, most=None)):
             col.label(text=f"  {line}")
     group = coll.get("parallax_redistort_group")
     if group:  # the VFX step the import cannot do for the artist: where the lens goes next
