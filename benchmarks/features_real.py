@@ -10,6 +10,12 @@ and the table re-drawn from the file with ``--table-only``.
     .venv/bin/python benchmarks/features_real.py --variant aliked=colmap:features=aliked --starts 0,120,240
     .venv/bin/python benchmarks/features_real.py --variant auto=auto --strides 8
     .venv/bin/python benchmarks/features_real.py --table-only
+
+``--keep-db DIR`` keeps each window's COLMAP work folder (frames, database with the verified
+matches, models) as DIR/<label>_<start>_<stride>, so that mapping can be studied again on the
+same matches without extracting features (the mapping study in RESULTS.md, 2026-11-30).
+``--short-clip-frames 0`` runs the colmap engine as it was before short clips got more
+mapping hypotheses, for an A/B on the same windows.
 """
 
 from __future__ import annotations
@@ -73,6 +79,10 @@ def run(args) -> None:
     files, c2w, K = load_hololens(root)
     from backend.io_video import read_frames
 
+    if args.short_clip_frames is not None:  # A/B against the colmap engine's rule for short clips
+        from backend.engines import colmap
+
+        colmap.SHORT_CLIP_FRAMES = args.short_clip_frames
     starts = [int(s) for s in args.starts.split(",")]
     strides = [int(s) for s in args.strides.split(",")]
     out = Path(args.jsonl)
@@ -84,6 +94,8 @@ def run(args) -> None:
             frames = read_frames([files[i] for i in idx]).frames
             t0 = time.perf_counter()
             extra = {}
+            if args.keep_db:  # COLMAP's work folder (database with matches, models) kept per window
+                options = {**options, "workdir": str(Path(args.keep_db) / f"{label}_{start}_{stride}")}
             if engine_name == "auto":
                 m, reg, seconds, timings, error, extra = solve_auto(engine, frames, c2w[idx],
                                                                     K if args.known_k else None, options)
@@ -138,6 +150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--known-k", action="store_true", help="give the engines the clip's intrinsics")
     ap.add_argument("--jsonl", default=str(DEFAULT_JSONL), help="per-window results, appended")
+    ap.add_argument("--short-clip-frames", type=int,
+                    help="the colmap engine's SHORT_CLIP_FRAMES for this run (0: what it did before short clips "
+                         "got more hypotheses)")
+    ap.add_argument("--keep-db", help="keep each window's COLMAP work folder (database, models) under this folder")
     ap.add_argument("--table-only", action="store_true", help="only print the table of --jsonl")
     args = ap.parse_args(argv)
     if not args.table_only:

@@ -68,6 +68,12 @@ MAPPERS = ("auto", "global", "incremental")
 MAX_H_INLIER_RATIO = {"known K": 1.0, "estimated K": 0.8}
 # Auto with estimated intrinsics runs incremental mapping only when GLOMAP left frames out.
 AUTO_ALWAYS_BOTH = False
+# Clips of up to this many frames map in seconds, so more is tried on them (hololens-000 16-frame
+# windows, benchmarks/RESULTS.md, 2026-11-30): both mappers always; each also on the matches
+# verified again with the self-calibrated focal length (_calibrated_copy); and frames no model
+# placed are matched with every other frame and everything is mapped once more (SIFT or learned).
+# Longer clips keep GLOMAP, plus incremental mapping when GLOMAP left frames out.
+SHORT_CLIP_FRAMES = 64
 STAGES = {"load": 0.03, "write": 0.05, "features": 0.42, "matching": 0.15, "mapping": 0.3, "convert": 0.05}
 # features: the colmap engine's default stays SIFT; `auto` (ALIKED first, then SIFT) is the engine
 # for real footage. Measured 2026-11-30 on hololens-000 16-frame windows (benchmarks/RESULTS.md):
@@ -165,7 +171,11 @@ class ColmapEngine:
           mapper: "global" (GLOMAP, pycolmap.global_mapping), "incremental", or "auto" (default):
              GLOMAP, plus incremental mapping when K is known or GLOMAP left frames out; the
              model that best explains the verified two-view matches wins
-             (:mod:`.colmap_select`; ties go to GLOMAP). GLOMAP alone got rotations right but
+             (:mod:`.colmap_select`; ties go to GLOMAP). On clips of up to
+             SHORT_CLIP_FRAMES (64) frames, where mapping takes seconds, both mappers always
+             run, each also on the matches verified again with the self-calibrated focal length
+             ("<mapper>-calibrated"), and frames that no model placed are matched with every
+             frame and mapped once more. GLOMAP alone got rotations right but
              unstable translations on short synthetic clips; incremental alone often failed to
              start on real handheld footage; and each mapper's own figures (frames placed,
              point observations, reprojection error) picked a model drifting by 33 deg on real
@@ -267,13 +277,14 @@ class ColmapEngine:
             verification = pycolmap.TwoViewGeometryOptions()
             verification.ransac.random_seed = seed  # reproducible two-view verification
             verification.max_H_inlier_ratio = MAX_H_INLIER_RATIO["known K" if K_known is not None else "estimated K"]
+            feats = None
             if learned is None:
                 _sift(pycolmap, prog, database, images, names, reader, verification, w, h, max_image_size,
                       max_num_features, peak_threshold, overlap, num_threads, seed)
             else:
                 with torch_threads(num_threads):
-                    _learned(pycolmap, prog, learned, frames, database, images, names, reader, verification,
-                             overlap, seed)
+                    feats = _learned(pycolmap, prog, learned, frames, database, images, names, reader, verification,
+                                     overlap, seed)
 
             step = prog.stage("mapping")
             if K_known is None and calibrate and hasattr(pycolmap, "calibrate_view_graph"):
@@ -284,15 +295,37 @@ class ColmapEngine:
                 calibration.random_seed = seed
                 _run(step, pycolmap.calibrate_view_graph, database, calibration, seed=seed, cancellable=False)
 
-            verified = read_verified_matches(pycolmap, database)
-            results = {}
-            for j, (role, model) in enumerate(models):
-                if j:
-                    set_camera_model(pycolmap, database, model)  # same matches, another camera model
-                span = step.span(j / len(models), (j + 1) / len(models))
-                results[role] = _map_all(pycolmap, span, mapper, database, images, sparse / role, fixed,
-                                         K_known is not None and refine_intrinsics, model in DISTORTION, seed,
-                                         mapper_threads, n, K_known is not None, verified)
+            short = n <= SHORT_CLIP_FRAMES
+            passes = 2 if short else 1
+            for k in range(passes):
+                verified = read_verified_matches(pycolmap, database)
+                results = {}
+                for j, (role, model) in enumerate(models):
+                    if j or k:
+                        set_camera_model(pycolmap, database, model)  # same matches, another camera model
+                    span = step.span((k + j / len(models)) / passes, (k + (j + 1) / len(models)) / passes)
+                    # The first (pinhole) camera model's winning hypothesis is the only one mapped
+                    # with the other model: the lens decision compares like with like, and mapping
+                    # every hypothesis twice doubled a short clip's time.
+                    first = results[models[0][0]][0] if j else None
+                    calibrated = (_calibrated_copy(pycolmap, span, database, root / f"calibrated-{role}.db",
+                                                   verification, seed)
+                                  if short and K_known is None and (first is None or "calibrated" in first[0])
+                                  else None)
+                    results[role] = _map_all(pycolmap, span, mapper, database, images, sparse / f"{k}" / role, fixed,
+                                             K_known is not None and refine_intrinsics, model in DISTORTION, seed,
+                                             mapper_threads, n, K_known is not None, verified, calibrated=calibrated,
+                                             both=short, only=first[0] if first is not None else None)
+                # Frames no model placed get a second chance in a short clip: matched with every
+                # frame they were not matched with (sequential pairs miss a frame that looks
+                # where the camera looked far earlier), then everything is mapped again.
+                missing = _unplaced(results, names)
+                extra = _unmatched_pairs(pycolmap, database, names, missing) if k + 1 < passes else []
+                if not extra:
+                    break
+                with torch_threads(num_threads):
+                    _match_pairs(pycolmap, step, database, extra, feats and (learned, feats), verification, seed,
+                                 num_threads, prior_focal=K_known is not None)
 
         role, lens_record = _choose_lens(results, models, lens, K_known is not None, w, h)
         best, tried = results[role]
@@ -306,7 +339,7 @@ class ColmapEngine:
                              for name, found in tried.items()},
                       support=support, verified=verified, K_known=K_known, refine_intrinsics=refine_intrinsics,
                       features=features,
-                      model_id=(f"pycolmap {pycolmap.__version__} {'GLOMAP' if used == 'global' else 'incremental'}"
+                      model_id=(f"pycolmap {pycolmap.__version__} {'GLOMAP' if used.startswith('global') else 'incremental'}"
                                 + ("" if features == "sift" else f" + {FEATURE_NAMES[features]}")),
                       width=w, height=h)
 
@@ -384,21 +417,125 @@ def set_camera_model(pycolmap, database, model: str) -> None:
 
 def _map_all(pycolmap, prog: Progress, mapper: str, database, images, out: Path, fixed: bool,
              refine_focal_prior: bool, extra_params: bool, seed: int, threads: int, n: int, known: bool,
-             verified: VerifiedMatches):
+             verified: VerifiedMatches, calibrated: Optional[Path] = None, both: bool = False,
+             only: Optional[str] = None):
     """(best (mapper, Reconstruction, support) or None, {mapper: models}) of one camera model:
-    the mapper asked for, or with "auto" GLOMAP and, when needed, incremental mapping."""
+    the mapper asked for, or with "auto" GLOMAP and, when needed (or ``both``), incremental
+    mapping. With ``calibrated`` (a copy of the database verified with the self-calibrated
+    focal length, :func:`_calibrated_copy`), each mapper also maps that copy, as
+    "<mapper>-calibrated". ``only``: map that one of these runs alone. Every model is judged on
+    the same ``verified`` matches."""
     runs = ["global", "incremental"] if mapper == "auto" else [mapper]
+    runs = [(name, database) for name in runs] + ([(f"{name}-calibrated", calibrated) for name in runs]
+                                                  if calibrated is not None else [])
+    runs = [(name, db) for name, db in runs if only is None or name == only]
     tried = {}
-    for k, name in enumerate(runs):
-        if name == "incremental" and mapper == "auto" and not known and not AUTO_ALWAYS_BOTH and \
-                tried["global"] and max(r.num_reg_images() for r in tried["global"].values()) == n:
-            break  # GLOMAP placed every frame
+    for k, (name, db) in enumerate(runs):
+        if name == "incremental" and mapper == "auto" and not known and not (both or AUTO_ALWAYS_BOTH) and \
+                tried.get("global") and max(r.num_reg_images() for r in tried["global"].values()) == n:
+            continue  # GLOMAP placed every frame
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        tried[name] = _map(pycolmap, prog, name, database, images, folder, fixed, refine_focal_prior, extra_params,
-                           seed, threads, n, k, len(runs))
+        tried[name] = _map(pycolmap, prog, name.split("-")[0], db, images, folder, fixed, refine_focal_prior,
+                           extra_params, seed, threads, n, k, len(runs))
     best = pick(tried, verified) if any(tried.values()) else None
     return best, tried
+
+
+def _calibrated_copy(pycolmap, prog: Progress, database, copy: Path, verification, seed: int) -> Path:
+    """``copy``: ``database`` with its camera's (self-calibrated) focal length taken as known
+    and every matched pair verified again, now with an essential matrix: a second hypothesis
+    for the mappers. Without a focal length the first verification fits fundamental matrices,
+    and on wide, rotation-heavy pairs (hololens-000 at stride 8) some of their relative
+    rotations were 17-36 deg off; the calibrated fit keeps more inliers on such pairs (72 / 195
+    / 383 against 46 / 142 / 250). Neither database maps better on every window, so both are
+    mapped and the first verification's matches judge all models: mean mAA@30 at stride 8
+    0.473 -> 0.535, at stride 4 0.907 -> 0.921 (benchmarks/RESULTS.md, 2026-11-30)."""
+    if copy.exists():
+        copy.unlink()
+    shutil.copy(database, copy)
+    db = pycolmap.Database.open(str(copy))
+    try:
+        for cam in db.read_all_cameras():
+            cam.has_prior_focal_length = True
+            db.update_camera(cam)
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        pair_ids, _ = db.read_all_matches()
+        db.clear_two_view_geometries()
+    finally:
+        db.close()
+    pairs = copy.with_suffix(".pairs.txt")
+    pairs.write_text("".join("{} {}\n".format(*(names[i] for i in pycolmap.pair_id_to_image_pair(p)))
+                             for p in pair_ids))
+    _run(prog, pycolmap.verify_matches, copy, pairs, options=verification, seed=seed)
+    return copy
+
+
+def _unplaced(results: dict, names: list) -> list:
+    """Indices of the frames that the best model of some camera model left out."""
+    placed = None
+    for best, _ in results.values():
+        mine = set() if best is None else {im.name for im in best[1].images.values() if im.has_pose}
+        placed = mine if placed is None else placed & mine
+    return [i for i, name in enumerate(names) if name not in (placed or set())]
+
+
+def _unmatched_pairs(pycolmap, database, names: list, frames: list) -> list:
+    """[(i, j)] i < j: every pair with one of ``frames`` in it that was not matched yet."""
+    if not frames:
+        return []
+    wanted = sorted({tuple(sorted((i, j))) for i in frames for j in range(len(names)) if j != i})
+    db = pycolmap.Database.open(str(database))
+    try:  # a pair matched with no match left counts as matched (read_all_matches leaves it out)
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        return [(i, j) for i, j in wanted if not db.exists_matches(ids[names[i]], ids[names[j]])]
+    finally:
+        db.close()
+
+
+def _match_pairs(pycolmap, prog: Progress, database, pairs: list, learned, verification, seed: int,
+                 num_threads: int, prior_focal: bool) -> None:
+    """Match and verify more frame pairs [(i, j)] of the database's frames: with the learned
+    features (``learned`` = (LearnedFeatures, their per-frame Features)) or COLMAP's SIFT
+    matcher (``learned`` None). The verification fits what the first one did: with a focal
+    length only when it was known (``prior_focal``); self-calibration has marked the
+    camera's focal length as known since."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        images = sorted(db.read_all_images(), key=lambda im: im.name)
+        cams = db.read_all_cameras()
+        priors = {c.camera_id: c.has_prior_focal_length for c in cams}
+        for cam in cams:
+            cam.has_prior_focal_length = prior_focal
+            db.update_camera(cam)
+        if learned is not None:
+            model, feats = learned
+            with pycolmap.DatabaseTransaction(db):
+                for i, j in pairs:
+                    m = model.match(feats[i], feats[j])
+                    if len(m):
+                        db.write_matches(images[i].image_id, images[j].image_id, m.astype(np.uint32))
+    finally:
+        db.close()
+    listing = Path(database).with_name("more-pairs.txt")
+    listing.write_text("".join(f"{images[i].name} {images[j].name}\n" for i, j in pairs))
+    try:
+        if learned is not None:
+            _run(prog, pycolmap.verify_matches, database, listing, options=verification, seed=seed)
+        else:
+            matching = pycolmap.FeatureMatchingOptions()
+            matching.num_threads = num_threads
+            _run(prog, pycolmap.match_image_pairs, database, matching_options=matching,
+                 pairing_options=pycolmap.ImportedPairingOptions(match_list_path=listing),
+                 verification_options=verification, seed=seed)
+    finally:
+        db = pycolmap.Database.open(str(database))
+        try:
+            for cam in db.read_all_cameras():
+                cam.has_prior_focal_length = priors.get(cam.camera_id, cam.has_prior_focal_length)
+                db.update_camera(cam)
+        finally:
+            db.close()
 
 
 def _lens_stats(best, w: int, h: int) -> Optional[dict]:
@@ -562,7 +699,8 @@ def _learned(pycolmap, prog: Progress, learned, frames, database, images, names,
              overlap: int, seed: int) -> None:
     """Learned keypoints and LightGlue matches written into ``database`` (the same pairs as the
     SIFT path: the window plus 2^k offsets), then pycolmap's two-view verification of them.
-    Timings of the parts go into ``timings`` as learned_extract, learned_match, learned_verify."""
+    Timings of the parts go into ``timings`` as learned_extract, learned_match, learned_verify.
+    Returns the frames' features, for matching more pairs later."""
     from .features import sequential_pairs
 
     step = prog.stage("features")
@@ -602,6 +740,7 @@ def _learned(pycolmap, prog: Progress, learned, frames, database, images, names,
     pairs_file.write_text("".join(f"{a} {b}\n" for a, b in matched))
     with step.timed("learned_verify"):
         _run(step, pycolmap.verify_matches, database, pairs_file, options=verification, seed=seed, at=1.0)
+    return feats
 
 
 # ----------------------------------------------------------------------------------------

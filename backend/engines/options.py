@@ -100,7 +100,9 @@ class _ColmapCommon(KnownIntrinsicsOptions):
     learned_image_size: int = Field(1024, ge=64, le=4096, description="learned features: frames are resized "
                                                                        "(up or down) to this longer side")
     mapper: Literal["auto", "global", "incremental"] = Field(
-        "auto", description="GLOMAP (global), incremental, or auto: GLOMAP plus incremental when needed")
+        "auto", description="GLOMAP (global), incremental, or auto: GLOMAP plus incremental when needed (always "
+                            "on clips of up to 64 frames, where each mapper also maps the matches verified again "
+                            "with the self-calibrated focal length)")
     camera_model: Optional[Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"]] = Field(
         None, description="COLMAP camera model (default: chosen by lens: SIMPLE_PINHOLE, or PINHOLE with known "
                           "intrinsics, and RADIAL for the distorted camera); SIMPLE_RADIAL, RADIAL and OPENCV "

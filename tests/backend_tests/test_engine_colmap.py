@@ -223,6 +223,9 @@ def test_hololens_window_against_ground_truth():
     assert bundle.scores["registered"] == 16, bundle.source
     assert m["RRA@5"] >= 0.9 and m["mAA@30"] >= 0.75, m
     assert all(len(p.xyz) > 20 for p in bundle.points)
+    # a short clip is also mapped on the matches verified with the self-calibrated focal length
+    assert set(bundle.source["mappers_tried"]) == {"global", "global-calibrated"}, bundle.source["mappers_tried"]
+    assert bundle.source["mapper"] in bundle.source["mappers_tried"]
     assert bundle.timings["total"] > 0 and set(bundle.timings) >= {"features", "matching", "mapping"}
 
 
@@ -305,5 +308,65 @@ def test_rendered_dolly_in_clip_against_ground_truth(tmp_path):
     db = pycolmap.Database.open(str(tmp_path / "database.db"))
     try:
         assert db.num_matched_image_pairs() >= sum(min(10, 15 - i) for i in range(16))  # 105: the whole window
+    finally:
+        db.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Short clips: frames no model placed are matched again with every frame
+
+
+def _solved_workdir(tmp_path, frames: int = 6):
+    """A SIFT solve of ``frames`` real frames, its COLMAP work folder kept: (database, names)."""
+    files, _, _ = _load_gt(_hololens(), list(range(0, 2 * frames, 2)))
+    get_engine("colmap").solve(files, workdir=tmp_path, lens="pinhole")
+    return tmp_path / "database.db", [f"{i:06d}.png" for i in range(frames)]
+
+
+def test_unmatched_pairs_lists_only_pairs_never_matched(tmp_path):
+    """A pair matched with no match left counts as matched (pycolmap's read_all_matches leaves
+    such pairs out, and writing them again broke SQLite's unique key); deleted pairs are listed."""
+    from backend.engines.colmap import _unmatched_pairs
+
+    database, names = _solved_workdir(tmp_path)
+    assert _unmatched_pairs(pycolmap, database, names, [5]) == []  # 6 frames: every pair was matched
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        db.delete_matches(ids[names[0]], ids[names[5]])
+        db.delete_matches(ids[names[2]], ids[names[5]])
+        db.write_matches(ids[names[2]], ids[names[5]], np.zeros((0, 2), np.uint32))  # matched, none kept
+    finally:
+        db.close()
+    assert _unmatched_pairs(pycolmap, database, names, [5]) == [(0, 5)]
+    assert _unmatched_pairs(pycolmap, database, names, [0, 5]) == [(0, 5)]
+    assert _unmatched_pairs(pycolmap, database, names, []) == []
+
+
+def test_match_pairs_matches_verifies_and_restores_the_focal_prior(tmp_path):
+    """SIFT pairs matched again through COLMAP's matcher come back verified, and the camera's
+    "focal length known" flag (set by self-calibration) is what it was before."""
+    from backend.engines.colmap import _match_pairs
+    from backend.runtime import Progress
+
+    database, names = _solved_workdir(tmp_path)
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        prior = [c.has_prior_focal_length for c in db.read_all_cameras()]
+        db.delete_matches(ids[names[0]], ids[names[3]])
+        db.delete_two_view_geometry(ids[names[0]], ids[names[3]])
+        assert not db.exists_matches(ids[names[0]], ids[names[3]])
+    finally:
+        db.close()
+    verification = pycolmap.TwoViewGeometryOptions()
+    _match_pairs(pycolmap, Progress.of(None), database, [(0, 3)], None, verification, seed=0, num_threads=1,
+                 prior_focal=False)
+    db = pycolmap.Database.open(str(database))
+    try:
+        assert db.exists_matches(ids[names[0]], ids[names[3]])
+        inliers = db.read_two_view_geometry(ids[names[0]], ids[names[3]]).inlier_matches
+        assert len(inliers) > 50, len(inliers)
+        assert [c.has_prior_focal_length for c in db.read_all_cameras()] == prior
     finally:
         db.close()
