@@ -3,6 +3,7 @@ depth, cameras perturbed the way the network's are (directions of the small base
 refined back."""
 
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -23,6 +24,17 @@ def truck_clip():
     return b.rgb[0], depth, torch.isfinite(depth).double(), b.K[0, 0].double(), c2w
 
 
+@contextmanager
+def one_thread():
+    """torch on one CPU thread for the block: a deterministic refinement."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _perturb(c2w: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Rotations off by ~1 deg and each centre moved by 40 % of the clip's baseline, at random."""
     g = torch.Generator().manual_seed(seed)
@@ -36,10 +48,15 @@ def _perturb(c2w: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def test_refinement_recovers_truck_cameras(truck_clip):
+    """One torch thread: with two, the backward pass sums in a varying order and Adam amplifies
+    the last bits, so the result varied from run to run (RTA@5 0.88-0.94 in five runs, once
+    0.742 on a loaded machine). With one it is 0.833, mAA@30 0.876 and the translation error
+    4.8 deg, every run (2026-11-30, torch 2.13.0 CPU)."""
     rgb, depth, weights, K, gt = truck_clip
     start = _perturb(gt)
     before = pairwise_metrics(start, gt)
-    res = refine_cameras(rgb, depth, weights, K, start)
+    with one_thread():
+        res = refine_cameras(rgb, depth, weights, K, start)
     after = pairwise_metrics(res.c2w, gt)
     assert before["mAA@30"] < 0.5 and before["transl_err"] > 15
     # 0.01 of the depth per frame is a quarter pixel of parallax: adjacent pairs keep a few degrees
@@ -67,13 +84,9 @@ def test_refinement_ignores_masked_pixels(truck_clip):
     noisy[:, :, 48:] = torch.randint(0, 255, noisy[:, :, 48:].shape, dtype=torch.uint8)  # beyond 24 + blur radius + warp reach
     bad_depth = depth.clone()
     bad_depth[:, :, 48:] = -1.0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # multithreaded CPU backward sums in varying order, and Adam amplifies the last bits
-    try:
+    with one_thread():  # multithreaded CPU backward sums in varying order, and Adam amplifies the last bits
         a = refine_cameras(rgb, depth, weights * mask, K, start, iters_per_level=20).c2w
         b = refine_cameras(noisy, bad_depth, weights * mask, K, start, iters_per_level=20).c2w
-    finally:
-        torch.set_num_threads(threads)
     assert torch.equal(a, b)
 
 
