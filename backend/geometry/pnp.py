@@ -5,6 +5,8 @@ OpenCV runs on the CPU in float64; inputs may be torch tensors (any device) or n
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -65,3 +67,37 @@ def pose_from_pointmap_pnp(pointmap_world: torch.Tensor, K, weights: torch.Tenso
     if c2w is None:
         return None, 0.0
     return c2w, float(inl.double().mean())
+
+
+def intrinsics_from_pointmap(pointmap: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """K (3, 3) float64 of the square S x S frame a point map (S, S, 3) in its own camera's
+    coordinates was seen from: the focal fitted to it (``focal.estimate_focal``), or a 60 deg
+    field of view when that fit fails; the principal point at the centre."""
+    from .focal import estimate_focal
+
+    S = pointmap.shape[0]
+    focal = float(estimate_focal(pointmap, weights=weights))
+    if not math.isfinite(focal) or focal <= 0:
+        focal = S / (2 * math.tan(math.radians(30)))
+    return torch.tensor([[focal, 0, (S - 1) / 2], [0, focal, (S - 1) / 2], [0, 0, 1.0]], dtype=torch.float64)
+
+
+def poses_from_pointmaps_pnp(pointmaps: torch.Tensor, K, weights: torch.Tensor | None = None,
+                             max_points: int = 1024) -> torch.Tensor:
+    """c2w (F, 4, 4) float64 of F frames whose point maps (F, H, W, 3) are in frame 0's camera
+    coordinates: frame 0 is the identity, each other frame is placed by PnP-RANSAC on its point
+    map (:func:`pose_from_pointmap_pnp`, seed = frame index), and a frame PnP fails on takes
+    its nearest placed neighbour's pose (never NaN downstream)."""
+    n = pointmaps.shape[0]
+    c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
+    c2w[0] = torch.eye(4, dtype=torch.float64)
+    for f in range(1, n):
+        pose, _ = pose_from_pointmap_pnp(pointmaps[f], K, weights=None if weights is None else weights[f],
+                                         max_points=max_points, seed=f)
+        if pose is not None:
+            c2w[f] = pose
+    ok = torch.isfinite(c2w).flatten(1).all(-1)
+    placed = torch.nonzero(ok)[:, 0]
+    for f in torch.nonzero(~ok)[:, 0]:
+        c2w[f] = c2w[placed[(placed - f).abs().argmin()]]
+    return c2w

@@ -32,7 +32,6 @@ Loading, offline, from a folder written by ``python -m backend.models.convert_pi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -207,26 +206,13 @@ class ParallaxPipeline(DiffusionPipeline):
 
 def _cameras(geo: dict) -> dict:
     """Focal from frame 1's point map, then each frame's pose by PnP-RANSAC on its point map X^{f,1}
-    (the first stage of ``pipelines/pointmap_cameras.cameras_from_pointmaps``; tested equal)."""
-    from ..geometry.focal import estimate_focal
-    from ..geometry.pnp import pose_from_pointmap_pnp
+    (the first stage of ``pipelines/pointmap_cameras.cameras_from_pointmaps``, the same
+    ``geometry.pnp`` functions; tested equal)."""
+    from ..geometry.pnp import intrinsics_from_pointmap, poses_from_pointmaps_pnp
 
     pts = geo["points"].double().cpu()
     conf = geo["conf"].double().cpu()
     w = torch.where(conf > CONFIDENT, conf - 1.0, torch.zeros_like(conf))
-    n, S = pts.shape[:2]
-    focal = float(estimate_focal(pts[0], weights=w[0]))
-    if not math.isfinite(focal) or focal <= 0:
-        focal = S / (2 * math.tan(math.radians(30)))
-    K = torch.tensor([[focal, 0, (S - 1) / 2], [0, focal, (S - 1) / 2], [0, 0, 1.0]], dtype=torch.float64)
-    c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
-    c2w[0] = torch.eye(4, dtype=torch.float64)
-    for f in range(1, n):
-        pose, _ = pose_from_pointmap_pnp(pts[f], K, weights=w[f], max_points=1024, seed=f)
-        if pose is not None:
-            c2w[f] = pose
-    ok = torch.isfinite(c2w).flatten(1).all(-1)
-    solved = torch.nonzero(ok)[:, 0]
-    for f in torch.nonzero(~ok)[:, 0]:  # an unsolved frame takes its nearest solved neighbour's pose
-        c2w[f] = c2w[solved[(solved - f).abs().argmin()]]
+    K = intrinsics_from_pointmap(pts[0], w[0])
+    c2w = poses_from_pointmaps_pnp(pts, K, w)
     return {"c2w": c2w.numpy(), "K": K.numpy()}

@@ -10,7 +10,6 @@ directions; the pixels do).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -40,32 +39,19 @@ def cameras_from_pointmaps(points: torch.Tensor, conf: torch.Tensor, K: Optional
     Returns c2w (F, 4, 4) float64 in the window's first-frame coordinates, K (pixels of the
     S x S frames), the points (possibly refined) and their confidence.
     """
-    from ..geometry.focal import estimate_focal
-    from ..geometry.pnp import pose_from_pointmap_pnp
+    from ..geometry.pnp import intrinsics_from_pointmap, poses_from_pointmaps_pnp
 
     progress = Progress.of(progress)
-    n, S = points.shape[0], points.shape[1]
     device = points.device  # the alignment runs where the network ran (CUDA graphs on a GPU)
     known_K = K is not None
     pts = points.double().cpu()
     w = confidence_weights(conf.double().cpu())
-    if K is None:
-        focal = float(estimate_focal(pts[0], weights=w[0]))
-        if not math.isfinite(focal) or focal <= 0:
-            focal = S / (2 * math.tan(math.radians(30)))
-        K = torch.tensor([[focal, 0, (S - 1) / 2], [0, focal, (S - 1) / 2], [0, 0, 1.0]], dtype=torch.float64)
-    K = torch.as_tensor(K, dtype=torch.float64)
+    K = intrinsics_from_pointmap(pts[0], w[0]) if K is None else torch.as_tensor(K, dtype=torch.float64)
     refine = progress.span(ALIGNMENT_SHARE, 1.0, "photometric refinement")
     if rays is not None:
         result = {"c2w": _cameras_from_rays(rays, pts, w), "K": K, "points": pts.float(), "conf": conf.float().cpu()}
         return _photometric(result, frames, device, refine, photometric_iters)
-    c2w = torch.full((n, 4, 4), float("nan"), dtype=torch.float64)
-    c2w[0] = torch.eye(4, dtype=torch.float64)
-    for f in range(1, n):
-        pose, _ = pose_from_pointmap_pnp(pts[f], K, weights=w[f], max_points=1024, seed=f)
-        if pose is not None:
-            c2w[f] = pose
-    c2w = _fill_unsolved(c2w)
+    c2w = poses_from_pointmaps_pnp(pts, K, w)
     result = {"c2w": c2w, "K": K, "points": pts.float(), "conf": conf.float().cpu()}
     if align:
         aligned = _global_alignment(result, known_K, device, progress.span(0.0, ALIGNMENT_SHARE, "alignment"),
@@ -109,17 +95,6 @@ def _cameras_from_rays(rays: torch.Tensor, points: torch.Tensor, weights: torch.
     scale = points.norm(dim=-1)[valid].mean() if valid.any() else points.norm(dim=-1).mean()
     c2w[:, :3, 3] *= scale
     return invert_pose(c2w[0]) @ c2w  # re-anchor: frame 1 is the origin by definition
-
-
-def _fill_unsolved(c2w: torch.Tensor) -> torch.Tensor:
-    """A frame PnP failed on takes its nearest solved neighbour's pose (never NaN downstream)."""
-    ok = torch.isfinite(c2w).flatten(1).all(-1)
-    if ok.all():
-        return c2w
-    idx = torch.nonzero(ok)[:, 0]
-    for f in torch.nonzero(~ok)[:, 0]:
-        c2w[f] = c2w[idx[(idx - f).abs().argmin()]]
-    return c2w
 
 
 def _global_alignment(window: dict, known_focal: bool, device, progress: Progress, n_iters: int = 300) -> dict:
