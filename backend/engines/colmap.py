@@ -324,8 +324,8 @@ class ColmapEngine:
                 if not extra:
                     break
                 with torch_threads(num_threads):
-                    _match_pairs(pycolmap, step, database, extra, feats and (learned, feats), verification, seed,
-                                 num_threads, prior_focal=K_known is not None)
+                    _match_pairs(pycolmap, step, database, names, extra, feats and (learned, feats), verification,
+                                 seed, num_threads, prior_focal=K_known is not None)
 
         role, lens_record = _choose_lens(results, models, lens, K_known is not None, w, h)
         best, tried = results[role]
@@ -339,7 +339,8 @@ class ColmapEngine:
                              for name, found in tried.items()},
                       support=support, verified=verified, K_known=K_known, refine_intrinsics=refine_intrinsics,
                       features=features,
-                      model_id=(f"pycolmap {pycolmap.__version__} {'GLOMAP' if used.startswith('global') else 'incremental'}"
+                      model_id=(f"pycolmap {pycolmap.__version__} "
+                                f"{'GLOMAP' if used.startswith('global') else 'incremental'}"
                                 + ("" if features == "sift" else f" + {FEATURE_NAMES[features]}")),
                       width=w, height=h)
 
@@ -493,46 +494,49 @@ def _unmatched_pairs(pycolmap, database, names: list, frames: list) -> list:
         db.close()
 
 
-def _match_pairs(pycolmap, prog: Progress, database, pairs: list, learned, verification, seed: int,
+def _match_pairs(pycolmap, prog: Progress, database, names: list, pairs: list, learned, verification, seed: int,
                  num_threads: int, prior_focal: bool) -> None:
-    """Match and verify more frame pairs [(i, j)] of the database's frames: with the learned
-    features (``learned`` = (LearnedFeatures, their per-frame Features)) or COLMAP's SIFT
-    matcher (``learned`` None). The verification fits what the first one did: with a focal
-    length only when it was known (``prior_focal``); self-calibration has marked the
+    """Match and verify more frame pairs [(i, j)] of the database's frames ``names``: with the
+    learned features (``learned`` = (LearnedFeatures, their per-frame Features)) or COLMAP's
+    SIFT matcher (``learned`` None). The verification fits what the first one did: with a
+    focal length only when it was known (``prior_focal``); self-calibration has marked the
     camera's focal length as known since."""
-    db = pycolmap.Database.open(str(database))
-    try:
-        images = sorted(db.read_all_images(), key=lambda im: im.name)
-        cams = db.read_all_cameras()
-        priors = {c.camera_id: c.has_prior_focal_length for c in cams}
-        for cam in cams:
-            cam.has_prior_focal_length = prior_focal
-            db.update_camera(cam)
+    with _focal_prior(pycolmap, database, prior_focal):
         if learned is not None:
             model, feats = learned
-            with pycolmap.DatabaseTransaction(db):
-                for i, j in pairs:
-                    m = model.match(feats[i], feats[j])
-                    if len(m):
-                        db.write_matches(images[i].image_id, images[j].image_id, m.astype(np.uint32))
-    finally:
-        db.close()
-    listing = Path(database).with_name("more-pairs.txt")
-    listing.write_text("".join(f"{images[i].name} {images[j].name}\n" for i, j in pairs))
-    try:
-        if learned is not None:
+            listing = _write_learned(pycolmap, database, names, pairs,
+                                     [model.match(feats[i], feats[j]) for i, j in pairs], "more-pairs.txt")
             _run(prog, pycolmap.verify_matches, database, listing, options=verification, seed=seed)
         else:
+            listing = Path(database).with_name("more-pairs.txt")
+            listing.write_text("".join(f"{names[i]} {names[j]}\n" for i, j in pairs))
             matching = pycolmap.FeatureMatchingOptions()
             matching.num_threads = num_threads
             _run(prog, pycolmap.match_image_pairs, database, matching_options=matching,
                  pairing_options=pycolmap.ImportedPairingOptions(match_list_path=listing),
                  verification_options=verification, seed=seed)
+
+
+@contextmanager
+def _focal_prior(pycolmap, database, known: bool):
+    """Every camera of ``database`` marked as having a known focal length (``known``) or not
+    for the block, then as it was."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        cams = db.read_all_cameras()
+        before = {c.camera_id: c.has_prior_focal_length for c in cams}
+        for cam in cams:
+            cam.has_prior_focal_length = known
+            db.update_camera(cam)
+    finally:
+        db.close()
+    try:
+        yield
     finally:
         db = pycolmap.Database.open(str(database))
         try:
             for cam in db.read_all_cameras():
-                cam.has_prior_focal_length = priors.get(cam.camera_id, cam.has_prior_focal_length)
+                cam.has_prior_focal_length = before.get(cam.camera_id, cam.has_prior_focal_length)
                 db.update_camera(cam)
         finally:
             db.close()
@@ -696,7 +700,7 @@ def torch_threads(n: int):
 
 
 def _learned(pycolmap, prog: Progress, learned, frames, database, images, names, reader, verification,
-             overlap: int, seed: int) -> None:
+             overlap: int, seed: int) -> list:
     """Learned keypoints and LightGlue matches written into ``database`` (the same pairs as the
     SIFT path: the window plus 2^k offsets), then pycolmap's two-view verification of them.
     Timings of the parts go into ``timings`` as learned_extract, learned_match, learned_verify.
@@ -721,26 +725,36 @@ def _learned(pycolmap, prog: Progress, learned, frames, database, images, names,
         for k, (i, j) in enumerate(pairs):
             matches.append(learned.match(feats[i], feats[j]))
             step.step(k, len(pairs), "pair", every=4)
-    # One transaction: SQLite commits (and syncs) each write otherwise, which took longer than
-    # LightGlue itself.
+    pairs_file = _write_learned(pycolmap, database, names, pairs, matches, "pairs.txt",
+                                keypoints=[f.colmap_xy for f in feats])
+    with step.timed("learned_verify"):
+        _run(step, pycolmap.verify_matches, database, pairs_file, options=verification, seed=seed, at=1.0)
+    return feats
+
+
+def _write_learned(pycolmap, database, names: list, pairs: list, matches: list, listing: str,
+                   keypoints: Optional[list] = None) -> Path:
+    """LightGlue's ``matches`` of frame ``pairs`` [(i, j)] (and first each frame's
+    ``keypoints``, when given) written into ``database``; returns the file listing the pairs
+    with matches, beside the database, named ``listing``, for pycolmap's verification. One
+    transaction: SQLite commits (and syncs) each write otherwise, which took longer than
+    LightGlue itself."""
     db = pycolmap.Database.open(str(database))
     matched = []
     try:
         with pycolmap.DatabaseTransaction(db):
             ids = {im.name: im.image_id for im in db.read_all_images()}
-            for name, f in zip(names, feats):
-                db.write_keypoints(ids[name], f.colmap_xy)
+            for name, xy in zip(names, keypoints or []):
+                db.write_keypoints(ids[name], xy)
             for (i, j), m in zip(pairs, matches):
                 if len(m):
                     db.write_matches(ids[names[i]], ids[names[j]], m.astype(np.uint32))
                     matched.append((names[i], names[j]))
     finally:
         db.close()
-    pairs_file = Path(database).with_name("pairs.txt")
-    pairs_file.write_text("".join(f"{a} {b}\n" for a, b in matched))
-    with step.timed("learned_verify"):
-        _run(step, pycolmap.verify_matches, database, pairs_file, options=verification, seed=seed, at=1.0)
-    return feats
+    path = Path(database).with_name(listing)
+    path.write_text("".join(f"{a} {b}\n" for a, b in matched))
+    return path
 
 
 # ----------------------------------------------------------------------------------------

@@ -360,7 +360,7 @@ def test_match_pairs_matches_verifies_and_restores_the_focal_prior(tmp_path):
     finally:
         db.close()
     verification = pycolmap.TwoViewGeometryOptions()
-    _match_pairs(pycolmap, Progress.of(None), database, [(0, 3)], None, verification, seed=0, num_threads=1,
+    _match_pairs(pycolmap, Progress.of(None), database, names, [(0, 3)], None, verification, seed=0, num_threads=1,
                  prior_focal=False)
     db = pycolmap.Database.open(str(database))
     try:
@@ -368,5 +368,38 @@ def test_match_pairs_matches_verifies_and_restores_the_focal_prior(tmp_path):
         inliers = db.read_two_view_geometry(ids[names[0]], ids[names[3]]).inlier_matches
         assert len(inliers) > 50, len(inliers)
         assert [c.has_prior_focal_length for c in db.read_all_cameras()] == prior
+    finally:
+        db.close()
+
+
+def test_match_pairs_writes_learned_matches_and_verifies_them(tmp_path):
+    """The learned branch: the matcher's matches of each pair are written (one transaction) and
+    verified. A stand-in matcher gives back the matches SIFT had found for the pair."""
+    from backend.engines.colmap import _match_pairs
+    from backend.runtime import Progress
+
+    database, names = _solved_workdir(tmp_path)
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        a, b = ids[names[1]], ids[names[4]]
+        found = np.asarray(db.read_matches(a, b)).reshape(-1, 2)
+        db.delete_matches(a, b)
+        db.delete_two_view_geometry(a, b)
+    finally:
+        db.close()
+
+    class Matcher:
+        def match(self, fa, fb):
+            assert (fa, fb) == ("features 1", "features 4")
+            return found.astype(np.int64)
+
+    feats = [f"features {i}" for i in range(len(names))]
+    _match_pairs(pycolmap, Progress.of(None), database, names, [(1, 4)], (Matcher(), feats),
+                 pycolmap.TwoViewGeometryOptions(), seed=0, num_threads=1, prior_focal=False)
+    db = pycolmap.Database.open(str(database))
+    try:
+        np.testing.assert_array_equal(np.asarray(db.read_matches(a, b)).reshape(-1, 2), found)
+        assert len(db.read_two_view_geometry(a, b).inlier_matches) > 50
     finally:
         db.close()
