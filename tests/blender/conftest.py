@@ -1,6 +1,7 @@
 """Real Blender (bpy 5.0.1) fixtures: the add-on enabled like an installed one, and
 ground-truth bundles rendered by the backend in its own environment (.venv)."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -78,3 +79,20 @@ def gt_bundles(tmp_path_factory):
         "square": dict(width=56, height=56, intrinsics=dict(fx=40.0, fy=47.0, cx=25.1, cy=30.2)),
     }
     return {name: synth_bundle(root / name, seed=3 + i, **spec) for i, (name, spec) in enumerate(specs.items())}
+
+
+@pytest.fixture
+def captured(addon, monkeypatch):
+    """The jobs the operators start, as (task, inputs, params): jobs.start replaced by a
+    recorder (no backend); the health cache says "not asked yet"."""
+    jobs = importlib.import_module(addon.__name__ + ".operators.jobs")
+    link = importlib.import_module(addon.__name__ + ".backend_link")
+    calls = []
+
+    def start(context, task, inputs, params, wait=False):
+        calls.append((task, [Path(p) for p in inputs], params))
+        return None  # as when the job runs on: progress in the panel
+
+    monkeypatch.setattr(jobs, "start", start)
+    monkeypatch.setattr(link.Health, "data", None)
+    return calls

@@ -213,22 +213,6 @@ def test_a_generated_folder_outside_the_bundle_is_refused_untouched(settings, tm
 
 # -- the panel, the operator and the console API, without a backend ---------------------------
 
-@pytest.fixture
-def captured(addon, monkeypatch):
-    """jobs.start replaced by a recorder (no backend); the health cache says "not asked yet"."""
-    jobs = importlib.import_module(addon.__name__ + ".operators.jobs")
-    link = importlib.import_module(addon.__name__ + ".backend_link")
-    calls = []
-
-    def start(context, task, inputs, params, wait=False):
-        calls.append((task, [Path(p) for p in inputs], params))
-        return None  # as when the job runs on: progress in the panel
-
-    monkeypatch.setattr(jobs, "start", start)
-    monkeypatch.setattr(link.Health, "data", None)
-    return calls
-
-
 def _png(path: Path, rgb: np.ndarray) -> Path:
     path.write_bytes(encode_png(rgb))
     return path

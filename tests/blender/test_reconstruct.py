@@ -294,22 +294,6 @@ def test_dynamic_colour_renders_the_moving_points_magenta(empty_scene, bundle4d,
 
 # -- the operator and the console API, without a backend -------------------------------
 
-@pytest.fixture
-def captured(addon, monkeypatch):
-    """jobs.start replaced by a recorder (no backend); the health cache says "not asked yet"."""
-    jobs = importlib.import_module(addon.__name__ + ".operators.jobs")
-    link = importlib.import_module(addon.__name__ + ".backend_link")
-    calls = []
-
-    def start(context, task, inputs, params, wait=False):
-        calls.append((task, [Path(p) for p in inputs], params))
-        return None  # as when the job runs on: progress in the panel
-
-    monkeypatch.setattr(jobs, "start", start)
-    monkeypatch.setattr(link.Health, "data", None)
-    return calls
-
-
 def _frames_folder(path: Path, n: int) -> Path:
     path.mkdir()
     for i in range(n):
