@@ -13,6 +13,7 @@ from backend.engines import features as F  # noqa: E402
 from backend.engines.auto import choose, consistency  # noqa: E402
 from backend.engines.colmap import _reader, frame_quality, lens_distortion  # noqa: E402
 from backend.engines.colmap_select import VerifiedMatches, read_verified_matches  # noqa: E402
+from backend_tests.textured_clips import textured_clip  # noqa: E402
 
 
 def _scene(tmp_path, frames: int = 5):
@@ -115,14 +116,8 @@ def test_auto_on_a_rendered_clip_records_both_scores(one_torch_thread):
     reason = ENGINES["auto"].unavailable_reason()
     if reason:
         pytest.skip(reason)
-    synth = pytest.importorskip("backend.data.synth")
     metrics = pytest.importorskip("backend.geometry.metrics")
-    from backend.eval.datasets import find_shared
-
-    clip = synth.render_clip(seed=0, frames=8, height=192, width=256, textures=find_shared("textures"),
-                             dynamic=False, motion="orbit")
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    K = clip.K[0].cpu().numpy().astype(np.float64)
+    clip, frames, _, K = textured_clip(frames=8)
     bundle = get_engine("auto").solve(frames, K=K, max_keypoints=512, learned_image_size=512, overlap=3,
                                       num_threads=1)
     auto = bundle.scores["auto"]
@@ -147,19 +142,14 @@ def test_lens_distortion_is_recovered_from_distorted_footage(one_torch_thread):
     with the distortion modelled is under 0.5 px (measured 0.45; estimating the focal length
     too gave k1 -0.192 and a focal 1.7 % long)."""
     cv2 = pytest.importorskip("cv2")
-    synth = pytest.importorskip("backend.data.synth")
-    from backend.eval.datasets import find_shared
-
     h, w = 288, 384
-    clip = synth.render_clip(seed=0, frames=16, height=h, width=w, textures=find_shared("textures"), dynamic=False,
-                             motion="orbit")
-    K = clip.K[0].cpu().numpy().astype(np.float64).reshape(-1, 3, 3)[0]
+    _, pinhole, _, K = textured_clip(frames=16, height=h, width=w)
     dist = np.array([-0.2, 0.0, 0.0, 0.0])
     # each distorted pixel samples the pinhole render where its undistorted ray lands
     uv = np.stack(np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)), -1)
     src = cv2.undistortPoints(uv.reshape(-1, 1, 2), K, dist, P=K).reshape(h, w, 2).astype(np.float32)
-    frames = [cv2.remap(np.ascontiguousarray(f), src[..., 0], src[..., 1], cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT) for f in clip.rgb[0].cpu().numpy()]
+    frames = [cv2.remap(f, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+              for f in pinhole]
     bundle = get_engine("colmap").solve(frames, focal_px=float(K[0, 0]), camera_model="SIMPLE_RADIAL",
                                         num_threads=1)
     lens = bundle.source["lens"]

@@ -13,6 +13,7 @@ from backend.engines.auto import _candidate_list, choose, consistency  # noqa: E
 from backend.engines.colmap_select import (PinholeCameras, epipolar_support, pinhole_support,  # noqa: E402
                                            read_verified_matches)
 from backend.engines.options import AutoOptions  # noqa: E402
+from backend_tests.textured_clips import textured_clip  # noqa: E402
 
 
 def _scene(tmp_path, frames: int = 5):
@@ -153,14 +154,8 @@ def test_auto_with_the_unified_model_on_a_rendered_clip(one_torch_thread):
     reason = ENGINES["unified"].unavailable_reason()
     if reason:
         pytest.skip(reason)
-    synth = pytest.importorskip("backend.data.synth")
     metrics = pytest.importorskip("backend.geometry.metrics")
-    from backend.eval.datasets import find_shared
-
-    clip = synth.render_clip(seed=0, frames=8, height=128, width=128, textures=find_shared("textures"),
-                             dynamic=False, motion="orbit")
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    gt = clip.c2w[0].cpu().numpy().astype(np.float64)
+    clip, frames, gt, _ = textured_clip(frames=8, height=128, width=128)
     bundles, chosen = get_engine("auto").solve_all(frames, candidates="sift,unified", overlap=3, num_threads=1)
     assert set(bundles) == {"sift", "unified"} and bundles["unified"] is not None
     auto = bundles[chosen].scores["auto"]

@@ -22,6 +22,7 @@ from backend.runtime import Cancelled  # noqa: E402
 from backend.engines import ENGINES, EngineError, TooFewFrames, get_engine  # noqa: E402
 from backend.engines.colmap import _to_parallax  # noqa: E402
 from backend.engines.colmap_select import TAU_PX, epipolar_support, pick, read_verified_matches  # noqa: E402
+from backend_tests.textured_clips import textured_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = "hololens-000"
@@ -259,18 +260,6 @@ def test_known_K_is_held_and_blank_frames_stay_unregistered():
         assert angle < 5.0, (i, angle)
 
 
-def _textured_clip(motion: str):
-    """Seed 0 of the data engine, 16 frames 256x192, photo textures, static scene, one camera
-    motion: (clip, frames as contiguous uint8 arrays, ground-truth c2w float64)."""
-    synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth (data branch, after the merge)")
-    from backend.eval.datasets import find_shared
-
-    clip = synth.render_clip(seed=0, frames=16, height=192, width=256, textures=find_shared("textures"), dynamic=False,
-                             motion=motion)
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    return clip, frames, clip.c2w[0].cpu().numpy().astype(np.float64)
-
-
 def test_rendered_textured_clip_maa30_at_least_0_9():
     """The must-show bar: a rendered, textured, static ground-truth clip (16 frames, 256x192,
     known K, camera orbiting) gives mAA@30 >= 0.9 with the default options.
@@ -278,7 +267,7 @@ def test_rendered_textured_clip_maa30_at_least_0_9():
     An orbit gives the lateral parallax SfM needs (forward motion: see the dolly test below).
     """
     metrics = _metrics()
-    clip, frames, gt = _textured_clip("orbit")
+    clip, frames, gt, _ = textured_clip(motion="orbit")
     K = clip.K[0].cpu().numpy().astype(np.float64)
     bundle = get_engine("colmap").solve(frames, K=K)
     m = metrics.pairwise_metrics(bundle.c2w_array(), gt)
@@ -298,7 +287,7 @@ def test_rendered_dolly_in_clip_against_ground_truth(tmp_path):
     49 of the 105 pairs within 10 frames).
     """
     metrics = _metrics()
-    clip, frames, gt = _textured_clip("dolly")
+    clip, frames, gt, _ = textured_clip(motion="dolly")
     assert clip.motions[0] == "dolly in"
     K = clip.K[0].cpu().numpy().astype(np.float64)
     bundle = get_engine("colmap").solve(frames, K=K, workdir=tmp_path)

@@ -19,22 +19,13 @@ pytest.importorskip("pycolmap")
 from backend.engines import ENGINES, EngineError, get_engine  # noqa: E402
 from backend.engines import features as F  # noqa: E402
 from backend.engines.options import AutoOptions, ColmapOptions  # noqa: E402
+from backend_tests.textured_clips import textured_clip  # noqa: E402
 
 
 def _need(kind: str):
     reason = F.unavailable_reason(kind)
     if reason:
         pytest.skip(reason)
-
-
-def _textured_clip(motion: str = "orbit", frames: int = 16):
-    synth = pytest.importorskip("backend.data.synth", reason="needs backend.data.synth")
-    from backend.eval.datasets import find_shared
-
-    clip = synth.render_clip(seed=0, frames=frames, height=192, width=256, textures=find_shared("textures"),
-                             dynamic=False, motion=motion)
-    images = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    return clip, images, clip.c2w[0].cpu().numpy().astype(np.float64), clip.K[0].cpu().numpy().astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------------
@@ -150,7 +141,7 @@ def test_models_load_and_match_without_touching_the_network(monkeypatch, one_tor
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-parallax-test")
-    _, frames, _, _ = _textured_clip(frames=3)
+    _, frames, _, _ = textured_clip(frames=3)
     for kind in ("disk", "aliked"):
         lf = F.LearnedFeatures(kind, "cpu", max_keypoints=256, image_size=256)
         a, b = lf.extract(frames[0]), lf.extract(frames[1])
@@ -196,7 +187,7 @@ def test_learned_features_register_a_rendered_clip(kind, size, one_torch_thread)
     7, at twice the time), SIFT 0.99; ALIKED at 512 px passes."""
     _need(kind)
     metrics = pytest.importorskip("backend.geometry.metrics")
-    clip, frames, gt, K = _textured_clip(frames=8)
+    clip, frames, gt, K = textured_clip(frames=8)
     bundle = get_engine("colmap").solve(frames, K=K, features=kind, max_keypoints=512, learned_image_size=size,
                                         overlap=3, num_threads=1)
     m = metrics.pairwise_metrics(bundle.c2w_array(), gt)

@@ -24,6 +24,7 @@ pycolmap = pytest.importorskip("pycolmap")
 from backend.engines import NothingRegistered, get_engine  # noqa: E402
 from backend.engines.colmap import WORK_PREFIX, remove_stale_work_folders  # noqa: E402
 from backend.io_video import still_frames  # noqa: E402
+from backend_tests.textured_clips import textured_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,13 +47,8 @@ def _noise(n=6, h=96, w=128, seed=0):
 @pytest.fixture(scope="module")
 def orbit():
     """(frames, ground-truth c2w, K) of a rendered, textured, static orbit (the colmap tests' clip)."""
-    synth = pytest.importorskip("backend.data.synth")
-    from backend.eval.datasets import find_shared
-
-    clip = synth.render_clip(seed=0, frames=12, height=192, width=256, textures=find_shared("textures"),
-                             dynamic=False, motion="orbit")
-    frames = [np.ascontiguousarray(f) for f in clip.rgb[0].cpu().numpy()]
-    return frames, clip.c2w[0].cpu().numpy().astype(np.float64), clip.K[0, 0].cpu().numpy().astype(np.float64)
+    _, frames, c2w, K = textured_clip(frames=12)
+    return frames, c2w, K
 
 
 def _maa(bundle, gt):
