@@ -154,18 +154,20 @@ class ModelManager:
                          daemon=True).start()
         return job.to_json()
 
+    def _job(self, job_id: str):
+        """The download ``job_id`` (the caller holds the lock), or a 404."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no model download with id {job_id!r} on this server")
+        return job
+
     def get(self, job_id: str) -> dict:
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise ApiError(404, f"no model download with id {job_id!r} on this server")
-            return job.to_json()
+            return self._job(job_id).to_json()
 
     def cancel(self, job_id: str) -> dict:
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise ApiError(404, f"no model download with id {job_id!r} on this server")
+            job = self._job(job_id)
             if job.state in ("done", "failed"):
                 raise ApiError(409, f"the download of {job.model} has already ended ({job.state})")
             job.cancel_event.set()
