@@ -289,6 +289,9 @@ def test_service_list_download_cancel_remove(tmp_path, monkeypatch, service):
         row = next(m for m in listed["models"] if m["id"] == "served")
         assert not row["installed"] and row["fits"] is None and row["licence"] == "Apache-2.0"
         assert client.post("/v1/models/nope/download").status_code == 404
+        for call in (client.get, client.delete):  # a download id this server never gave
+            r = call("/v1/models/downloads/nope")
+            assert r.status_code == 404 and "no model download with id 'nope'" in r.json()["error"], r.json()
         r = client.post("/v1/models/nc/download", json={})
         assert r.status_code == 422 and "accept_licence" in r.json()["error"]
         # Start, see bytes arrive, cancel: the partial file stays for the next attempt.
