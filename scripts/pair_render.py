@@ -69,6 +69,32 @@ def emission(name: str, color) -> bpy.types.Material:
     return mat
 
 
+def look_from(scene, name: str, centre: np.ndarray, direction: np.ndarray, pts: np.ndarray, size,
+              margin: float = 1.05, clip_end: float = 20.0, clip_start: float | None = 0.01) -> bpy.types.Object:
+    """A 30 mm camera on the line ``centre + t * direction`` looking at ``centre``, at the
+    nearest distance that holds every one of ``pts`` in a ``size`` (w, h) frame, times
+    ``margin``; its far clip ``clip_end`` times that distance (``clip_start`` None: Blender's)."""
+    view = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    scene.collection.objects.link(view)
+    view.data.lens, view.data.sensor_fit = 30, "HORIZONTAL"
+    direction = direction / np.linalg.norm(direction)
+    tan_x = np.tan(0.5 * view.data.angle_x)
+    tan_y = tan_x * size[1] / size[0]
+    right = np.cross(-direction, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -direction)
+    rel = pts - centre
+    need = np.maximum(np.abs(rel @ right) / tan_x, np.abs(rel @ up) / tan_y) + rel @ direction
+    eye = centre + direction * float(need.max()) * margin
+    view.location = eye
+    view.rotation_mode = "QUATERNION"
+    view.rotation_quaternion = (Vector(centre) - Vector(eye)).to_track_quat("-Z", "Y")
+    if clip_start is not None:
+        view.data.clip_start = clip_start
+    view.data.clip_end = clip_end * float(np.linalg.norm(eye - centre))
+    return view
+
+
 def frustum(cam, scene, depth: float, radius: float, color, coll) -> None:
     """The camera's view pyramid as thin tubes, apex at the camera, base at ``depth`` (where
     its image plane stands): a camera as geometry Cycles can render."""
@@ -143,24 +169,9 @@ def main() -> int:
         side = -side
     direction = side + np.array([0.0, 0.0, 0.8]) - 0.4 * look
     direction /= np.linalg.norm(direction)
-    view = bpy.data.objects.new("outside view", bpy.data.cameras.new("outside view"))
-    scene.collection.objects.link(view)
-    view.data.lens = 30
     # The nearest eye on that line that holds every point in frame (a 6 % margin).
-    view.data.sensor_fit = "HORIZONTAL"
-    tan_x = np.tan(0.5 * view.data.angle_x)
-    tan_y = tan_x * args.size[1] / args.size[0]
-    right = np.cross(-direction, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, -direction)
-    rel = pts - centre
-    need = np.maximum(np.abs(rel @ right) / tan_x, np.abs(rel @ up) / tan_y) + rel @ direction
-    eye = centre + direction * float(need.max()) * 1.06
-    view.location = eye
-    view.rotation_mode = "QUATERNION"
-    view.rotation_quaternion = (Vector(centre) - Vector(eye)).to_track_quat("-Z", "Y")
-    view.data.clip_end = 10 * float(np.linalg.norm(eye - centre))
-    scene.camera = view
+    scene.camera = look_from(scene, "outside view", centre, direction, pts, args.size, margin=1.06, clip_end=10.0,
+                             clip_start=None)
 
     world = bpy.data.worlds.new("dark")
     world.color = (0.03, 0.03, 0.035)

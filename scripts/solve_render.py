@@ -43,7 +43,7 @@ import imbuf
 import numpy as np
 from mathutils import Vector
 
-from pair_render import emission, enable_addon, frustum  # scripts/ is on sys.path as the script's folder
+from pair_render import emission, enable_addon, frustum, look_from  # scripts/ is on sys.path as the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = Path("/work/shared/data/hololens-000/images")
@@ -224,29 +224,6 @@ def guide_copies(parts_: dict, radius: float, collection) -> None:
         verts = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
         edges = edges.reshape(-1, 2).tolist()
         edges_as_curve(f"render copy: {markers.name}", verts, edges, 0.6 * radius, MARKER_COLOR, collection)
-
-
-def look_from(scene, name: str, centre: np.ndarray, direction: np.ndarray, pts: np.ndarray, size) -> bpy.types.Object:
-    """A camera on the line ``centre + t * direction`` looking at ``centre``, at the nearest
-    distance that holds every one of ``pts`` in frame (5 % margin)."""
-    view = bpy.data.objects.new(name, bpy.data.cameras.new(name))
-    scene.collection.objects.link(view)
-    view.data.lens, view.data.sensor_fit = 30, "HORIZONTAL"
-    direction = direction / np.linalg.norm(direction)
-    tan_x = np.tan(0.5 * view.data.angle_x)
-    tan_y = tan_x * size[1] / size[0]
-    right = np.cross(-direction, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, -direction)
-    rel = pts - centre
-    need = np.maximum(np.abs(rel @ right) / tan_x, np.abs(rel @ up) / tan_y) + rel @ direction
-    eye = centre + direction * float(need.max()) * 1.05
-    view.location = eye
-    view.rotation_mode = "QUATERNION"
-    view.rotation_quaternion = (Vector(centre) - Vector(eye)).to_track_quat("-Z", "Y")
-    view.data.clip_start = 0.01
-    view.data.clip_end = 20 * float(np.linalg.norm(eye - centre))
-    return view
 
 
 def render_settings(scene, samples: int) -> None:
