@@ -34,10 +34,11 @@ def clear_scene():
         scene.collection.children.unlink(coll)
     for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.cameras, bpy.data.images,
                        bpy.data.materials, bpy.data.node_groups, bpy.data.actions, bpy.data.collections,
-                       bpy.data.lights):
+                       bpy.data.lights, bpy.data.movieclips, bpy.data.curves):
         if len(collection):
             bpy.data.batch_remove(list(collection))
     scene.world = None
+    scene.compositing_node_group = None
     settings = getattr(scene, "parallax", None)  # the add-on's scene settings back to their defaults,
     if settings is not None:  # so one test's scale or floor alignment never leaks into the next
         for prop in settings.bl_rna.properties:

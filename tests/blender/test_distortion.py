@@ -15,6 +15,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 from backend import bundle as B
+from blender.images import read_png
 
 WIDTH, HEIGHT = 96, 72
 K = dict(fx=80.0, fy=80.0, cx=49.3, cy=34.6)
@@ -115,12 +116,7 @@ def _import(path, **kw):
 
 def load_rgb(path) -> np.ndarray:
     """(H, W, 3) float top-down, through Blender's own PNG loader."""
-    img = bpy.data.images.load(str(path), check_existing=False)
-    w, h = img.size
-    px = np.empty(w * h * 4, np.float32)
-    img.pixels.foreach_get(px)
-    bpy.data.images.remove(img)
-    return px.reshape(h, w, 4)[::-1, :, :3]
+    return read_png(path)[:, :, :3]
 
 
 def _dot_centre(gray: np.ndarray, near: np.ndarray, radius: int = 3) -> np.ndarray:
@@ -132,23 +128,13 @@ def _dot_centre(gray: np.ndarray, near: np.ndarray, radius: int = 3) -> np.ndarr
     return np.array([(w * jj).sum() / w.sum(), (w * ii).sum() / w.sum()])
 
 
-@pytest.fixture
-def lens_scene(empty_scene):
-    yield empty_scene
-    for clip in list(bpy.data.movieclips):
-        bpy.data.movieclips.remove(clip)
-    for curve in list(bpy.data.curves):
-        bpy.data.curves.remove(curve)
-    empty_scene.compositing_node_group = None
-
-
-def test_points_reproject_onto_the_undistorted_plate(lens_scene, tmp_path):
+def test_points_reproject_onto_the_undistorted_plate(empty_scene, tmp_path):
     """The plate shows undistorted/, and Blender's camera puts each imported point on its dot
     in that frame (the dot found in the image, not taken from the bundle) within 0.5 px."""
     path, X, uvs = distorted_solve(tmp_path / "lens")
     bundle = B.read_bundle(path)
     coll = _import(path)
-    scene = lens_scene
+    scene = empty_scene
     cam = scene.camera
     plate = next(o for o in coll.objects if o.type == "MESH" and "Parallax Points" not in o.modifiers)
     points = next(o for o in coll.objects if "Parallax Points" in o.modifiers)
@@ -245,7 +231,7 @@ def _best_integer_shift(measured: np.ndarray, expected: np.ndarray, margin: int 
 
 
 @pytest.mark.parametrize("dist", [DIST, (-0.2, 0.06, 0.0, 0.0, 0.015)], ids=["brown", "polynomial"])
-def test_movie_clip_lens_distorts_as_opencv(lens_scene, addon, tmp_path, dist):
+def test_movie_clip_lens_distorts_as_opencv(empty_scene, addon, tmp_path, dist):
     """The clip's lens, run through Blender's compositor both ways, is OpenCV's model.
 
     Undistort samples the footage where the lens put each pinhole pixel, so on an image of
@@ -271,7 +257,7 @@ def test_movie_clip_lens_distorts_as_opencv(lens_scene, addon, tmp_path, dist):
         node.inputs["Type"].default_value = "Undistort"
         return node
 
-    got = _composite(lens_scene, coords, undistort_node, tmp_path / "undistort.exr")
+    got = _composite(empty_scene, coords, undistort_node, tmp_path / "undistort.exr")
     err, shift = _best_integer_shift(got, opencv_distort(pixels, dist=dist, **K))
     print(f"undistort: {err:.2e} px after a shift of {shift} px")
     assert err < 0.01, f"Blender's lens differs from OpenCV's by {err:.4f} px (shift {shift})"
@@ -283,7 +269,7 @@ def test_movie_clip_lens_distorts_as_opencv(lens_scene, addon, tmp_path, dist):
         node.node_tree = group
         return node
 
-    got = _composite(lens_scene, coords, group_node, tmp_path / "distort.exr")
+    got = _composite(empty_scene, coords, group_node, tmp_path / "distort.exr")
     # Output pixel p holds the pinhole pixel q it came from; OpenCV must send q back to p.
     err, shift = _shifted_inverse_error(got, pixels, dist)
     print(f"redistort group: {err:.2e} px after a shift of {shift} px")
@@ -302,7 +288,7 @@ def _shifted_inverse_error(got: np.ndarray, pixels: np.ndarray, dist, margin: in
     return best
 
 
-def test_import_makes_the_clip_and_the_redistort_group(lens_scene, tmp_path):
+def test_import_makes_the_clip_and_the_redistort_group(empty_scene, tmp_path):
     path, _, _ = distorted_solve(tmp_path / "lens")
     bundle = B.read_bundle(path)
     coll = _import(path)
@@ -310,15 +296,15 @@ def test_import_makes_the_clip_and_the_redistort_group(lens_scene, tmp_path):
     assert bpy.path.abspath(clip.filepath) == str(bundle.frames[0])  # the footage as shot
     assert clip.frame_start == 1 and clip.frame_duration == bundle.frame_count
     cam = clip.tracking.camera
-    blender_cam = lens_scene.camera.data
+    blender_cam = empty_scene.camera.data
     assert cam.sensor_width == pytest.approx(blender_cam.sensor_width)
-    lens_scene.frame_set(1)
+    empty_scene.frame_set(1)
     assert cam.focal_length == pytest.approx(blender_cam.lens, rel=1e-5)  # mm of the same sensor
     assert cam.distortion_model == "BROWN"
     assert (cam.brown_k1, cam.brown_k2, cam.brown_k3) == pytest.approx(DIST[0:2] + DIST[4:5])
     assert (cam.brown_p1, cam.brown_p2) == pytest.approx((DIST[3], -DIST[2]))
     assert tuple(cam.principal_point_pixels) == pytest.approx((K["cx"] + 0.5, HEIGHT - K["cy"] - 0.5), abs=1e-4)
-    assert lens_scene.active_clip == clip
+    assert empty_scene.active_clip == clip
     group = bpy.data.node_groups[coll["parallax_redistort_group"]]
     node = next(n for n in group.nodes if n.bl_idname == "CompositorNodeMovieDistortion")
     assert node.clip == clip and node.inputs["Type"].default_value == "Distort"

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from blender.ui_layout import RecordingLayout as _Layout
+from blender.images import read_png
 
 from backend.bundle import Bundle, CameraFrame, encode_png, read_bundle, write_bundle
 
@@ -398,12 +399,7 @@ def test_images_of_different_sizes_are_answered_with_a_note(local_backend, synth
 
 
 def _read_png(path: Path) -> np.ndarray:
-    img = bpy.data.images.load(str(path), check_existing=False)
-    w, h = img.size
-    px = np.empty(w * h * 4, np.float32)
-    img.pixels.foreach_get(px)
-    bpy.data.images.remove(img)
-    return np.round(px.reshape(h, w, 4)[::-1, :, :3] * 255).astype(np.uint8)
+    return np.round(read_png(path)[:, :, :3] * 255).astype(np.uint8)
 
 
 def test_bad_images_get_a_clear_message(local_backend, synthetic_pair, settings, tmp_path):

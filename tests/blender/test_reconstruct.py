@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from backend.bundle import Bundle, CameraFrame, PointFrame, read_bundle, write_bundle
+from blender.images import read_png
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAMES, WIDTH, HEIGHT = 6, 48, 36
@@ -271,12 +272,7 @@ def _render(scene, frame: int, out: Path) -> np.ndarray:
     scene.render.filepath = str(out)
     scene.frame_set(frame)
     bpy.ops.render.render(write_still=True)
-    img = bpy.data.images.load(str(out), check_existing=False)
-    w, h = img.size
-    px = np.empty(w * h * 4, np.float32)
-    img.pixels.foreach_get(px)
-    bpy.data.images.remove(img)
-    return px.reshape(h, w, 4)[::-1, :, :3]
+    return read_png(out)[:, :, :3]
 
 
 def test_dynamic_colour_renders_the_moving_points_magenta(empty_scene, bundle4d, tmp_path):

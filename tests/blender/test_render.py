@@ -4,16 +4,12 @@ import bpy
 import numpy as np
 
 from backend.bundle import read_bundle
+from blender.images import read_png
 
 
 def load_rgb(path) -> np.ndarray:
     """(H, W, 3) uint8 top-down, read through Blender's own PNG loader."""
-    img = bpy.data.images.load(str(path), check_existing=False)
-    w, h = img.size
-    px = np.empty(w * h * 4, np.float32)
-    img.pixels.foreach_get(px)
-    bpy.data.images.remove(img)
-    return (px.reshape(h, w, 4)[::-1, :, :3] * 255.0 + 0.5).astype(np.uint8)
+    return (read_png(path)[:, :, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def render_frame(scene, frame: int, out_path) -> np.ndarray:

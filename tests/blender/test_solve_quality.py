@@ -43,22 +43,13 @@ def solve(tmp_path):
     return path, B.read_bundle(path)
 
 
-@pytest.fixture
-def scene(empty_scene):
-    yield empty_scene
-    for clip in list(bpy.data.movieclips):
-        bpy.data.movieclips.remove(clip)
-    for curve in list(bpy.data.curves):
-        bpy.data.curves.remove(curve)
-
-
-def test_panel_shows_summary_plot_and_unsolved_frames(scene, solve, addon):
+def test_panel_shows_summary_plot_and_unsolved_frames(empty_scene, solve, addon):
     path, bundle = solve
     coll = _import(path)
     log = _draw("PARALLAX_PT_import")
     labels = [entry[1] for entry in log if entry[0] == "label"]
     text = "\n".join(labels)
-    assert f"10/12 frames solved" in text
+    assert "10/12 frames solved" in text
     assert "reprojection error 0.31 px" in text
     assert "auto chose aliked: consistency aliked 0.83, sift 0.41" in text
     assert "worst: frame 12, 0.75 px" in text  # bundle frame 11 is scene frame 12
@@ -88,13 +79,13 @@ def test_panel_shows_summary_plot_and_unsolved_frames(scene, solve, addon):
     assert sum(e[0] == "icon" for e in log) == 1
 
 
-def test_unsolved_frames_are_keyed_as_such(scene, solve):
+def test_unsolved_frames_are_keyed_as_such(empty_scene, solve):
     path, bundle = solve
     coll = _import(path)
-    cam = scene.camera
+    cam = empty_scene.camera
     assert list(coll["parallax_unsolved_frames"]) == [1 + i for i in UNSOLVED]
     for f in range(bundle.frame_count):
-        scene.frame_set(1 + f)
+        empty_scene.frame_set(1 + f)
         assert cam["parallax_solved"] == (0 if f in UNSOLVED else 1), f
     # No pose key sits on an unsolved frame.
     keyed = {int(kp.co[0]) for fc in cam.animation_data.action.layers[0].strips[0].channelbags[0].fcurves
@@ -102,10 +93,10 @@ def test_unsolved_frames_are_keyed_as_such(scene, solve):
     assert keyed == {1 + c.index for c in bundle.cameras if c.c2w is not None}
 
 
-def test_camera_path_follows_the_solved_centres(scene, solve):
+def test_camera_path_follows_the_solved_centres(empty_scene, solve):
     path, bundle = solve
     coll = _import(path, path_marker_every=5)
-    cam = scene.camera
+    cam = empty_scene.camera
     path_coll = next(c for c in coll.children if c.name.endswith("Camera Path"))
     assert path_coll.hide_render
     curve_obj = next(o for o in path_coll.objects if o.type == "CURVE")
@@ -119,7 +110,7 @@ def test_camera_path_follows_the_solved_centres(scene, solve):
     centres = []
     for c in bundle.cameras:
         if c.c2w is not None:
-            scene.frame_set(1 + c.index)
+            empty_scene.frame_set(1 + c.index)
             centres.append(tuple(cam.matrix_world.translation))
     np.testing.assert_allclose(pts, np.array(centres), atol=1e-5)
 
@@ -129,7 +120,7 @@ def test_camera_path_follows_the_solved_centres(scene, solve):
     markers.data.vertices.foreach_get("co", co)
     co = co.reshape(-1, 8, 3)
     for k, f in enumerate((0, 5, 10)):
-        scene.frame_set(1 + f)
+        empty_scene.frame_set(1 + f)
         np.testing.assert_allclose(co[k, 0], np.array(cam.matrix_world.translation), atol=1e-5)
         # The far rectangle lies in front of the camera (its -Z), centred near the view axis.
         forward = -np.array(cam.matrix_world.to_3x3().col[2])
@@ -144,7 +135,7 @@ def test_camera_path_follows_the_solved_centres(scene, solve):
     assert [o.type for o in path_coll.objects] == ["CURVE"]
 
 
-def test_panel_without_quality_data_draws_plain_summary(scene, tmp_path):
+def test_panel_without_quality_data_draws_plain_summary(empty_scene, tmp_path):
     """A bundle with no plots, no per-frame scores and every frame solved: the summary only."""
     from backend_tests.test_bundle import make_bundle
     path = B.write_bundle(make_bundle(frames=4, width=40, height=30, points=20, unsolved=()), tmp_path / "plain")
