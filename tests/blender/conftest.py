@@ -53,6 +53,14 @@ def empty_scene(addon):
     clear_scene()
 
 
+@pytest.fixture
+def settings(empty_scene):
+    """The scene's Parallax settings, at their defaults before and after the test (empty_scene's
+    clear_scene resets them: a job's import reads them, so one test's Scale or toggles must not
+    leak into the next)."""
+    return empty_scene.parallax
+
+
 def synth_bundle(out_dir: Path, seed: int = 0, frames: int = 8, width: int = 64, height: int = 48,
                  intrinsics: dict | None = None) -> Path:
     """Render one held-out ground-truth clip with ``python -m backend synth`` in .venv."""

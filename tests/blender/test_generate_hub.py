@@ -96,20 +96,6 @@ def hub_backend(addon, tmp_path_factory):
         prefs.backend_mode, prefs.python_path, prefs.device = saved
 
 
-@pytest.fixture
-def settings(empty_scene):
-    """The scene's Parallax settings at their defaults (they outlive the scene's objects: an
-    earlier module's import scale would scale the camera path), and the generate settings back
-    to their defaults after the test (test_generate.py reads them)."""
-    s = empty_scene.parallax
-    for prop in s.bl_rna.properties:
-        if prop.identifier != "rna_type" and not prop.is_readonly:
-            s.property_unset(prop.identifier)
-    yield s
-    for name in ("gen_prompt", "gen_model", "gen_frames", "gen_steps", "gen_seed"):
-        s.property_unset(name)
-
-
 class _Panel:
     """Stands in for the panel instance Blender makes when it draws: ``layout`` is the recorder,
     everything else is the panel class's."""

@@ -95,19 +95,6 @@ def pair_bundle(tmp_path_factory):
     return write_pair_bundle(tmp_path_factory.mktemp("pair") / "set_pair")
 
 
-@pytest.fixture
-def settings(empty_scene):
-    """The scene's Parallax settings at their defaults before and after the test (a job's import
-    reads them: one test's Scale must not leak into the next)."""
-    def reset():
-        for prop in empty_scene.parallax.bl_rna.properties:
-            if not prop.is_readonly and prop.identifier != "name":
-                empty_scene.parallax.property_unset(prop.identifier)
-    reset()
-    yield empty_scene.parallax
-    reset()
-
-
 def _objects(coll) -> dict:
     """{"A": camera A, "B": camera B, "fly": fly-through camera or None, ...} of a pair import."""
     bpy.context.view_layer.update()  # matrix_world of objects made outside an operator

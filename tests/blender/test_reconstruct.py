@@ -81,19 +81,6 @@ def bundle_plain(tmp_path_factory):
 
 
 @pytest.fixture
-def settings(empty_scene):
-    """The scene's Parallax settings, back to their defaults before and after the test: a job's
-    import takes its options from them, so one test's toggles must not leak into the next."""
-    def reset():
-        for prop in empty_scene.parallax.bl_rna.properties:
-            if not prop.is_readonly and prop.identifier != "name":
-                empty_scene.parallax.property_unset(prop.identifier)
-    reset()
-    yield empty_scene.parallax
-    reset()
-
-
-@pytest.fixture
 def points_mod(addon):
     return importlib.import_module(addon.__name__ + ".importers.points")
 
