@@ -12,21 +12,8 @@ from backend.engines import ENGINES, get_engine  # noqa: E402
 from backend.engines import features as F  # noqa: E402
 from backend.engines.auto import choose, consistency  # noqa: E402
 from backend.engines.colmap import _reader, frame_quality, lens_distortion  # noqa: E402
-from backend.engines.colmap_select import VerifiedMatches, read_verified_matches  # noqa: E402
-from backend_tests.textured_clips import textured_clip  # noqa: E402
-
-
-def _scene(tmp_path, frames: int = 5):
-    """A noise-free synthetic scene, its verified matches (every match exact), and its names."""
-    db = pycolmap.Database.open(str(tmp_path / "database.db"))
-    opts = pycolmap.SyntheticDatasetOptions()
-    opts.num_rigs, opts.num_frames_per_rig, opts.num_points3D = 1, frames, 80
-    opts.camera_model_id = pycolmap.CameraModelId.PINHOLE
-    opts.camera_width, opts.camera_height, opts.camera_params = 640, 480, [500.0, 520.0, 330.0, 250.0]
-    rec = pycolmap.synthesize_dataset(opts, db)
-    db.close()
-    names = [im.name for im in sorted(rec.images.values(), key=lambda im: im.name)]
-    return rec, read_verified_matches(pycolmap, tmp_path / "database.db"), names
+from backend.engines.colmap_select import VerifiedMatches  # noqa: E402
+from backend_tests.solver_scenes import colmap_scene, textured_clip  # noqa: E402
 
 
 def _turned(rec, name: str, degrees: float):
@@ -42,7 +29,7 @@ def test_auto_keeps_the_candidate_whose_cameras_explain_the_matches(tmp_path):
     """Candidate A (tried first) has one frame turned by 5 deg; B is the true scene. auto picks B
     on the pooled matches; an exact tie goes to the first candidate; a failed candidate scores
     0 and loses; the true model explains every match (consistency 1)."""
-    true, verified, names = _scene(tmp_path)
+    true, verified, names = colmap_scene(tmp_path)
     wrong = _turned(true, names[2], 5.0)
     half = VerifiedMatches(verified.keypoints, verified.pairs[::2])  # a second pool: other matches
     pools = {"aliked": verified, "sift": half}
@@ -60,7 +47,7 @@ def test_auto_keeps_the_candidate_whose_cameras_explain_the_matches(tmp_path):
 
 
 def test_a_model_that_places_fewer_frames_scores_lower(tmp_path):
-    true, verified, names = _scene(tmp_path)
+    true, verified, names = colmap_scene(tmp_path)
     fewer = pycolmap.Reconstruction(true)
     fewer.deregister_frame(next(im.frame_id for im in fewer.images.values() if im.name == names[0]))
     (score,) = consistency(fewer, {"p": verified}).values()
@@ -72,7 +59,7 @@ def test_a_model_that_places_fewer_frames_scores_lower(tmp_path):
 def test_frame_quality_lists(tmp_path):
     """Per frame: solved, mean reprojection error (0 on a noise-free scene; a frame turned by
     1 deg shows its error), point observations; an unregistered frame is (False, None, 0)."""
-    true, _, names = _scene(tmp_path)
+    true, _, names = colmap_scene(tmp_path)
     q = frame_quality(true, names)
     assert q["frame_solved"] == [True] * 5
     assert max(q["frame_reprojection_error_px"]) < 1e-6

@@ -10,22 +10,9 @@ pycolmap = pytest.importorskip("pycolmap")
 
 from backend.engines import ENGINES, EngineError, get_engine  # noqa: E402
 from backend.engines.auto import _candidate_list, choose, consistency  # noqa: E402
-from backend.engines.colmap_select import (PinholeCameras, epipolar_support, pinhole_support,  # noqa: E402
-                                           read_verified_matches)
+from backend.engines.colmap_select import PinholeCameras, epipolar_support, pinhole_support  # noqa: E402
 from backend.engines.options import AutoOptions  # noqa: E402
-from backend_tests.textured_clips import textured_clip  # noqa: E402
-
-
-def _scene(tmp_path, frames: int = 5):
-    """A noise-free pycolmap scene (PINHOLE 640x480) and its verified matches, every one exact."""
-    db = pycolmap.Database.open(str(tmp_path / "database.db"))
-    opts = pycolmap.SyntheticDatasetOptions()
-    opts.num_rigs, opts.num_frames_per_rig, opts.num_points3D = 1, frames, 80
-    opts.camera_model_id = pycolmap.CameraModelId.PINHOLE
-    opts.camera_width, opts.camera_height, opts.camera_params = 640, 480, [500.0, 520.0, 330.0, 250.0]
-    rec = pycolmap.synthesize_dataset(opts, db)
-    db.close()
-    return rec, read_verified_matches(pycolmap, tmp_path / "database.db")
+from backend_tests.solver_scenes import colmap_scene, textured_clip  # noqa: E402
 
 
 def _as_pinhole(rec, shift_px: float = 0.5) -> PinholeCameras:
@@ -53,7 +40,7 @@ def test_true_pinhole_cameras_explain_every_match_like_the_colmap_model(tmp_path
     """The true cameras, given as per-frame K and c2w in the bundle's pixel convention, support
     every match fully, exactly as the COLMAP model does; forgetting the half-pixel shift, a frame
     turned by 3 deg, or a frame left out each lose support."""
-    rec, verified = _scene(tmp_path)
+    rec, verified, _ = colmap_scene(tmp_path)
     total = verified.total
     assert epipolar_support(rec, verified) == pytest.approx(total, rel=1e-9)
     true = _as_pinhole(rec)
@@ -77,7 +64,7 @@ def test_pinhole_cameras_from_a_bundle(tmp_path):
     """Bundle cameras become named views; an unsolved frame (c2w None) is not placed."""
     from backend.bundle import Bundle, CameraFrame
 
-    rec, verified = _scene(tmp_path, frames=3)
+    rec, verified, _ = colmap_scene(tmp_path, frames=3)
     true = _as_pinhole(rec)
     names = sorted(true.views)
     cams = [CameraFrame(index=i, c2w=true.views[n][1], fx=true.views[n][0][0, 0], fy=true.views[n][0][1, 1],
@@ -92,7 +79,7 @@ def test_pinhole_cameras_from_a_bundle(tmp_path):
 def test_auto_chooses_between_a_colmap_model_and_pinhole_cameras(tmp_path):
     """On the same pool: correct unified cameras beat a COLMAP model with one frame turned by
     5 deg, and the correct COLMAP model (tried first) keeps a tie with correct unified cameras."""
-    rec, verified = _scene(tmp_path)
+    rec, verified, _ = colmap_scene(tmp_path)
     pools = {"sift": verified}
     true = _as_pinhole(rec)
     wrong = pycolmap.Reconstruction(rec)
@@ -113,7 +100,7 @@ def test_the_unified_margin_keeps_it_when_nearly_as_consistent(tmp_path):
     when within UNIFIED_MARGIN + TIE of a colmap model's consistency, and lose beyond it."""
     from backend.engines.auto import TIE, UNIFIED_MARGIN
 
-    rec, verified = _scene(tmp_path)
+    rec, verified, _ = colmap_scene(tmp_path)
     pools = {"sift": verified}
     true = _as_pinhole(rec)
     name = sorted(true.views)[2]

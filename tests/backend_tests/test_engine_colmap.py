@@ -22,7 +22,7 @@ from backend.runtime import Cancelled  # noqa: E402
 from backend.engines import ENGINES, EngineError, TooFewFrames, get_engine  # noqa: E402
 from backend.engines.colmap import _to_parallax  # noqa: E402
 from backend.engines.colmap_select import TAU_PX, epipolar_support, pick, read_verified_matches  # noqa: E402
-from backend_tests.textured_clips import textured_clip  # noqa: E402
+from backend_tests.solver_scenes import textured_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = "hololens-000"

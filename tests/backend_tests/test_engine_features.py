@@ -19,7 +19,7 @@ pytest.importorskip("pycolmap")
 from backend.engines import ENGINES, EngineError, get_engine  # noqa: E402
 from backend.engines import features as F  # noqa: E402
 from backend.engines.options import AutoOptions, ColmapOptions  # noqa: E402
-from backend_tests.textured_clips import textured_clip  # noqa: E402
+from backend_tests.solver_scenes import textured_clip  # noqa: E402
 
 
 def _need(kind: str):

@@ -24,7 +24,7 @@ pycolmap = pytest.importorskip("pycolmap")
 from backend.engines import NothingRegistered, get_engine  # noqa: E402
 from backend.engines.colmap import WORK_PREFIX, remove_stale_work_folders  # noqa: E402
 from backend.io_video import still_frames  # noqa: E402
-from backend_tests.textured_clips import textured_clip  # noqa: E402
+from backend_tests.solver_scenes import textured_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
