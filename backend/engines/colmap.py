@@ -299,7 +299,7 @@ class ColmapEngine:
             passes = 2 if short else 1
             for k in range(passes):
                 verified = read_verified_matches(pycolmap, database)
-                results = {}
+                results, calibrated = {}, None
                 for j, (role, model) in enumerate(models):
                     if j or k:
                         set_camera_model(pycolmap, database, model)  # same matches, another camera model
@@ -308,13 +308,16 @@ class ColmapEngine:
                     # with the other model: the lens decision compares like with like, and mapping
                     # every hypothesis twice doubled a short clip's time.
                     first = results[models[0][0]][0] if j else None
-                    calibrated = (_calibrated_copy(pycolmap, span, database, root / f"calibrated-{role}.db",
-                                                   verification, seed)
-                                  if short and K_known is None and (first is None or "calibrated" in first[0])
-                                  else None)
+                    use_calibrated = short and K_known is None and (first is None or "calibrated" in first[0])
+                    if use_calibrated and calibrated is None:
+                        calibrated = _calibrated_copy(pycolmap, span, database, root / "calibrated.db",
+                                                      verification, seed)
+                    elif use_calibrated:  # verified with the same focal length: only the camera model changes
+                        set_camera_model(pycolmap, calibrated, model)
                     results[role] = _map_all(pycolmap, span, mapper, database, images, sparse / f"{k}" / role, fixed,
                                              K_known is not None and refine_intrinsics, model in DISTORTION, seed,
-                                             mapper_threads, n, K_known is not None, verified, calibrated=calibrated,
+                                             mapper_threads, n, K_known is not None, verified,
+                                             calibrated=calibrated if use_calibrated else None,
                                              both=short, only=first[0] if first is not None else None)
                 # Frames no model placed get a second chance in a short clip: matched with every
                 # frame they were not matched with (sequential pairs miss a frame that looks
